@@ -1,0 +1,5 @@
+"""PyTorch reference architectures of the supported model families."""
+
+from vdeblur.models.registry import PRESETS, Preset, create, list_presets
+
+__all__ = ["PRESETS", "Preset", "create", "list_presets"]

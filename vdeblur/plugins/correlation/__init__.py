@@ -1,0 +1,1 @@
+"""The `vdeblur::correlation` op: reference, Triton kernel, custom op, ONNX lowerings, TensorRT plugin."""
