@@ -58,3 +58,22 @@ def translation_table() -> dict[Any, Callable[..., Any]]:
     for module in (corr_onnx, argmax_onnx, warp_onnx):
         table.update(module.translation())
     return table
+
+
+def plugin_nodes() -> dict[str, Any]:
+    """op_type -> PluginNode for every plugin op (the ONNX face of each op in ``trt`` mode)."""
+    from vdeblur.plugins.correlation.onnx import NODE as corr
+    from vdeblur.plugins.correlation_argmax.onnx import NODE as argmax
+    from vdeblur.plugins.flow_warp.onnx import NODE as warp
+
+    return {n.name: n for n in (corr, argmax, warp)}
+
+
+def register_tensorrt_plugins() -> None:
+    """Register every vdeblur plugin with TensorRT (import before parsing an ONNX with plugin nodes)."""
+    from vdeblur.plugins.correlation import trt as corr_trt
+    from vdeblur.plugins.correlation_argmax import trt as argmax_trt
+    from vdeblur.plugins.flow_warp import trt as warp_trt
+
+    for module in (corr_trt, argmax_trt, warp_trt):
+        module.register()

@@ -22,12 +22,13 @@ def correlation(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int, strid
     f1, f2: (N, C, H, W). Returns (N, K*K, H, W) with K = 2 * (d // stride) + 1 and
     ``out[n, i*K + j, y, x] = sum_c f1[n, c, y, x] * f2[n, c, y + dy_i, x + dx_j]``,
     dy_i, dx_j in ``displacements(d, stride)`` (row-major over (dy, dx)); f2 is zero outside the
-    image. Accumulates in float32 and returns f1's dtype.
+    image. Accumulates in (at least) float32 and returns f1's dtype.
     """
     d = (max_displacement // stride) * stride
     h, w = f1.shape[-2], f1.shape[-1]
-    a = f1.float()
-    b = F.pad(f2.float(), (d, d, d, d))
+    acc = torch.promote_types(f1.dtype, torch.float32)  # float32, or float64 for float64 inputs
+    a = f1.to(acc)
+    b = F.pad(f2.to(acc), (d, d, d, d))
     planes = []
     for dy in displacements(max_displacement, stride):
         rows = b[:, :, d + dy : d + dy + h, :]

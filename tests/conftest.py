@@ -1,0 +1,34 @@
+"""Test configuration shared by the whole suite.
+
+Without a CUDA device, Triton kernels run in Triton's interpreter on CPU tensors
+(TRITON_INTERPRET=1, set before any kernel module is imported).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def kernel_device() -> str:
+    """Where Triton kernels run in this session: cuda, or cpu through the interpreter."""
+    return "cuda" if HAS_CUDA else "cpu"
+
+
+@pytest.fixture
+def kernels_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Route the custom ops' CPU path through the Triton kernels (interpreter)."""
+    if HAS_CUDA:
+        pytest.skip("a GPU is present: the custom ops use the kernels on CUDA tensors")
+    monkeypatch.setenv("VDEBLUR_CPU_KERNELS", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")

@@ -1,0 +1,1 @@
+"""Checkpoint -> artifact: step/clip graphs with explicit state, ONNX, precision, engines."""
