@@ -16,6 +16,10 @@ HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# The suite's tensors are tiny: one intra-op thread avoids oversubscribing a shared 2-core machine
+# (with other jobs running, multi-threaded tiny ops were ~30x slower).
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 

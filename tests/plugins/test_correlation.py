@@ -31,7 +31,8 @@ def naive(f1: torch.Tensor, f2: torch.Tensor, d: int, s: int) -> torch.Tensor:
             for y in range(h):
                 for x in range(w):
                     if 0 <= y + dy < h and 0 <= x + dx < w:
-                        out[:, i * len(disp) + j, y, x] = (f1[:, :, y, x].double() * f2[:, :, y + dy, x + dx].double()).sum(1)
+                        prod = f1[:, :, y, x].double() * f2[:, :, y + dy, x + dx].double()
+                        out[:, i * len(disp) + j, y, x] = prod.sum(1)
     return out
 
 
@@ -39,7 +40,8 @@ def test_reference_matches_definition() -> None:
     torch.manual_seed(0)
     f1, f2 = torch.randn(2, 3, 5, 6), torch.randn(2, 3, 5, 6)
     for d, s in [(2, 1), (3, 2)]:
-        torch.testing.assert_close(reference.correlation(f1, f2, d, s).double(), naive(f1, f2, d, s), rtol=1e-5, atol=1e-5)
+        got = reference.correlation(f1, f2, d, s).double()
+        torch.testing.assert_close(got, naive(f1, f2, d, s), rtol=1e-5, atol=1e-5)
 
 
 def test_channel_order_is_row_major_over_dy_dx() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -137,13 +138,65 @@ class StepSpec:
         return cls(**d)
 
 
+def example_inputs(spec: StepSpec, n: int, height: int, width: int) -> tuple[torch.Tensor, ...]:
+    """Inputs of one step, in ``spec.input_names`` order: a random frame (N, 3, H, W), the flush flag
+    (zeros) if any, and the initial states. H and W must be multiples of ``pad_multiple`` unless the
+    step pads itself."""
+    frame = torch.rand(n, 3, height, width)
+    flag = [torch.zeros(n, dtype=torch.int32)] if spec.flush.flag_input else []
+    return (frame, *flag, *spec.initial_states(n, height, width))
+
+
+def dynamic_shapes(spec: StepSpec, batch: bool = True) -> tuple[dict[int, Any] | None, ...]:
+    """``dynamic_shapes`` for ``torch.export`` / ``torch.onnx.export(dynamo=True)`` of a step graph.
+
+    H and W are dynamic as multiples of ``pad_multiple`` (derived dims H = m * kh, W = m * kw; state
+    dims Hp/k follow as (m / k) * kh); the batch dim N is dynamic when ``batch`` is True. Not for
+    graphs that pad inside (their state sizes are not linear in H and W).
+    """
+    from torch.export import Dim
+
+    if spec.pads_inside:
+        raise UsageError(
+            "dynamic_shapes: the step pads inside. Export the unpadded step (step_module(pad=False))."
+        )
+    m = spec.pad_multiple
+    kh, kw = Dim("kh", min=2, max=8192 // m), Dim("kw", min=2, max=8192 // m)
+    n_dim = Dim("N", min=1, max=64) if batch else None
+
+    def sym(dim: int | str) -> Any:
+        if isinstance(dim, int):
+            return None
+        match = _DIM.match(dim)
+        if match is None:
+            raise UsageError(f"state shape: dimension {dim!r} is not understood. Expected N, Hp, Wp or Hp/k.")
+        name, k = match.group(1), int(match.group(2) or 1)
+        if name == "N":
+            return n_dim
+        if m % k:
+            raise UsageError(f"dynamic_shapes: {dim} is not a whole multiple of the padded size (pad {m}).")
+        base = kh if name == "Hp" else kw
+        return base * (m // k) if m // k != 1 else base
+
+    def spec_of(shape: list[int | str]) -> dict[int, Any] | None:
+        dims = {i: sym(d) for i, d in enumerate(shape)}
+        dims = {i: d for i, d in dims.items() if d is not None}
+        return dims or None
+
+    frame = spec_of(["N", 3, "Hp", "Wp"])
+    flag = [spec_of(["N"])] if spec.flush.flag_input else []
+    return (frame, *flag, *(spec_of(s.shape) for s in spec.states))
+
+
 def resolve_dim(dim: int | str, n: int, hp: int, wp: int) -> int:
     """One dimension of a StateSpec shape: an int, or ``N`` / ``Hp`` / ``Wp`` optionally ``/k``."""
     if isinstance(dim, int):
         return dim
     m = _DIM.match(str(dim))
     if m is None:
-        raise UsageError(f"state shape: dimension {dim!r} is not understood. Expected an int, N, Hp, Wp or Hp/k.")
+        raise UsageError(
+            f"state shape: dimension {dim!r} is not understood. Expected an int, N, Hp, Wp or Hp/k."
+        )
     value = {"N": n, "Hp": hp, "Wp": wp}[m.group(1)]
     k = int(m.group(2) or 1)
     if value % k:
@@ -200,8 +253,8 @@ def step_module(model: nn.Module, pad: bool = False) -> tuple[nn.Module, StepSpe
     return step.eval(), spec
 
 
-def unroll(step: nn.Module, spec: StepSpec, frames: torch.Tensor) -> torch.Tensor:
-    """Run a clip through a step module as the runtime does.
+def unroll(step: Callable[..., Any], spec: StepSpec, frames: torch.Tensor) -> torch.Tensor:
+    """Run a clip through a step module (or any callable with its signature) as the runtime does.
 
     frames: (N, T, 3, H, W) float RGB in [0, 1], any size (padded per ``spec`` unless the step pads
     itself, outputs cropped back). States start at their initial values; steps 0..T-1 feed the
@@ -211,9 +264,13 @@ def unroll(step: nn.Module, spec: StepSpec, frames: torch.Tensor) -> torch.Tenso
     """
     check_frames(frames)
     if spec.flush.frame != "repeat_last":
-        raise UsageError(f"unroll: flush frame policy {spec.flush.frame!r} is unknown. Expected 'repeat_last'.")
+        raise UsageError(
+            f"unroll: flush frame policy {spec.flush.frame!r} is unknown. Expected 'repeat_last'."
+        )
     n, t_len, _, h, w = frames.shape
-    x = frames.float() if spec.pads_inside else pad_to_multiple(frames.float(), spec.pad_multiple, spec.pad_mode)
+    x = frames.float()
+    if not spec.pads_inside:
+        x = pad_to_multiple(x, spec.pad_multiple, spec.pad_mode)
     states = spec.initial_states(n, x.shape[-2], x.shape[-1], frames.device)
     outputs = []
     with torch.no_grad():

@@ -43,7 +43,7 @@ def activation(name: str) -> nn.Module:
 
 def conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
     """A biased convolution with 'same' padding (kernel_size // 2)."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=True)
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2)
 
 
 class DenseLayer(nn.Module):
@@ -160,8 +160,8 @@ def run_clip(model: nn.Module, frames: torch.Tensor, pad_mode: str = "replicate"
 
     frames: (N, T, 3, H, W) float RGB in [0, 1], any H and W. The frames are padded at the bottom
     and right to the model's ``pad_multiple`` (``pad_mode``: "replicate" by default), run through
-    ``model.clip_forward`` without gradients, and the outputs are cropped back. Returns
-    (N, T, 3, H, W) in [0, 1], one output per input frame.
+    ``model.clip_forward`` in eval mode (the model's mode is restored afterwards) without gradients,
+    and the outputs are cropped back. Returns (N, T, 3, H, W) in [0, 1], one output per input frame.
     """
     if not isinstance(model, VideoModel):
         raise UsageError(
@@ -170,6 +170,11 @@ def run_clip(model: nn.Module, frames: torch.Tensor, pad_mode: str = "replicate"
     check_frames(frames)
     h, w = frames.shape[-2], frames.shape[-1]
     x = pad_to_multiple(frames.float(), model.pad_multiple, pad_mode)
-    with torch.no_grad():
-        out = model.clip_forward(x)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model.clip_forward(x)
+    finally:
+        model.train(training)
     return crop_to(out, h, w)

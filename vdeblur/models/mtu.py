@@ -285,15 +285,17 @@ CHECKPOINT_DROP = {r"^deblur_layer\.\d+\.(weight|bias)$": "training-only auxilia
 # Configs
 # --------------------------------------------------------------------------------------------
 
-DEFAULTS: dict[str, Any] = {"hg_num": 2, "rb_num": 8, "ch": 26, "max_displacement": 10, "skip_corr_index": [1]}
+DEFAULTS: dict[str, Any] = {
+    "hg_num": 2, "rb_num": 8, "ch": 26, "max_displacement": 10, "skip_corr_index": [1],
+}
 
 
 def build(**config: Any) -> MTU:
-    """The MTU reference module; keywords as the official config (hg_num, rb_num, ch, ...)."""
+    """The MTU reference module (eval mode); keywords as the official config (hg_num, rb_num, ...)."""
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
         raise UsageError(f"mtu: unknown option(s) {', '.join(unknown)}. Expected: {', '.join(DEFAULTS)}.")
-    return MTU(**{**DEFAULTS, **config})
+    return MTU(**{**DEFAULTS, **config}).eval()
 
 
 register_family("mtu", build, "step", DEFAULTS)

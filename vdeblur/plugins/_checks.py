@@ -16,7 +16,9 @@ def check_feature(name: str, x: torch.Tensor, op: str) -> None:
     if x.dim() != 4:
         raise ShapeError(f"{op}: {name} has shape {tuple(x.shape)}. Expected 4 dimensions (N, C, H, W).")
     if x.dtype not in FLOAT_DTYPES:
-        raise ShapeError(f"{op}: {name} has dtype {x.dtype}. Expected a floating-point dtype (float32, float16, bfloat16, float64).")
+        raise ShapeError(
+            f"{op}: {name} has dtype {x.dtype}. Expected a floating-point dtype (float32, float16, bfloat16, float64)."
+        )
 
 
 def check_same(op: str, a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], dims: slice) -> None:

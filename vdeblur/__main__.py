@@ -1,0 +1,7 @@
+"""`python -m vdeblur` == `vdeblur`."""
+
+import sys
+
+from vdeblur.cli import main
+
+sys.exit(main())

@@ -1,0 +1,171 @@
+"""torch -> ONNX for step graphs (dynamic H and W), in either plugin lowering, and validation.
+
+:func:`export_step_graph` traces a step module (see export/stepgraph.py) with
+``torch.onnx.export(dynamo=True)`` under :func:`vdeblur.plugins.lowering`, names its inputs and
+outputs as the StepSpec says, checks it with onnx.checker and, for the ``trt`` lowering, checks
+every plugin node against the TensorRT parser conventions.
+
+:func:`stream_onnx` runs a clip through a step graph on ONNX Runtime exactly as the runtime does
+(state fed back, warm-up discarded, flush per the spec); :func:`validate` compares that with the
+PyTorch reference (``vdeblur.models.run_clip``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from vdeblur.errors import ExportError
+from vdeblur.export.stepgraph import StepSpec, dynamic_shapes, example_inputs
+from vdeblur.metrics import compare
+
+DEFAULT_OPSET = 18
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_step_graph(
+    step: torch.nn.Module,
+    spec: StepSpec,
+    path: str | Path,
+    lowering: str = "portable",
+    height: int = 64,
+    width: int = 64,
+    opset: int = DEFAULT_OPSET,
+) -> onnx.ModelProto:
+    """Export a step module to ``path`` with dynamic H and W (multiples of ``spec.pad_multiple``).
+
+    height, width: the (padded) example size used for tracing. Returns the saved model.
+    """
+    from vdeblur.plugins import lowering as lowering_ctx
+    from vdeblur.plugins import translation_table
+    from vdeblur.plugins._onnx import check_plugin_nodes
+    from vdeblur.plugins.lowering import plugin_nodes
+
+    hp, wp = spec.padded(height, width)
+    args = example_inputs(spec, 1, hp, wp)
+    try:
+        with warnings.catch_warnings(), lowering_ctx(lowering), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                step.eval(), args, dynamo=True, opset_version=opset, verbose=False,
+                input_names=spec.input_names, output_names=spec.output_names,
+                dynamic_shapes=dynamic_shapes(spec, batch=False),
+                custom_translation_table=translation_table() if lowering == "trt" else None,
+                optimize=True,
+            )
+    except Exception as e:  # the exporter raises many types; keep the first lines
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"{spec.family}: torch.onnx.export failed ({first}). Re-run with --debug for details.") from e
+    if program is None:
+        raise ExportError(f"{spec.family}: torch.onnx.export returned nothing.")
+    model = program.model_proto
+    names_in = [i.name for i in model.graph.input]
+    names_out = [o.name for o in model.graph.output]
+    if names_in != spec.input_names or names_out != spec.output_names:
+        raise ExportError(
+            f"{spec.family}: the exported graph has inputs {names_in} and outputs {names_out}. "
+            f"Expected {spec.input_names} and {spec.output_names}."
+        )
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"{spec.family}: the exported ONNX is invalid ({str(e).splitlines()[0]}).") from e
+    if lowering == "trt":
+        problems = check_plugin_nodes(model, plugin_nodes())
+        if problems:
+            raise ExportError(f"{spec.family}: plugin nodes do not follow the TensorRT conventions: {problems}.")
+    path = Path(path)
+    onnx.save(model, str(path))
+    return model
+
+
+def plugins_used(model: onnx.ModelProto) -> list[dict[str, str]]:
+    """[{"id": "vdeblur::Name", "version": "1"}] for the plugin nodes of a trt-lowered graph."""
+    from vdeblur.plugins._onnx import DOMAIN, PLUGIN_VERSION
+
+    names = sorted({n.op_type for n in model.graph.node if n.domain == DOMAIN})
+    return [{"id": f"vdeblur::{n}", "version": PLUGIN_VERSION} for n in names]
+
+
+def ort_session(path: str | Path, threads: int | None = None) -> Any:
+    """A CPU ONNX Runtime session for a portable graph."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def stream_onnx(session: Any, spec: StepSpec, frames: np.ndarray) -> np.ndarray:
+    """Run frames (N, T, 3, H, W) float32 in [0, 1] through a step graph on ONNX Runtime.
+
+    Pads to ``spec.pad_multiple`` (``spec.pad_mode``) and crops back; states start at their initial
+    values and are fed back; the last frame is repeated for ``spec.flush.steps`` flush steps (flag 1
+    when the graph has a flush flag); the first ``spec.lookahead`` outputs are dropped.
+    Returns (N, T, 3, H, W) float32.
+    """
+    n, t_len, _, h, w = frames.shape
+    x = _pad(frames.astype(np.float32, copy=False), spec)
+    hp, wp = x.shape[-2:]
+    states = [np.full(s.resolve(n, hp, wp), s.initial, dtype=np.dtype(s.dtype)) for s in spec.states]
+    state_in = [s.input_name for s in spec.states]
+    outputs = []
+    for t in range(t_len + spec.flush.steps):
+        feeds: dict[str, np.ndarray] = {spec.frame_input: np.ascontiguousarray(x[:, min(t, t_len - 1)])}
+        if spec.flush.flag_input:
+            feeds[spec.flush.flag_input] = np.full((n,), int(t >= t_len), dtype=np.int32)
+        feeds.update(zip(state_in, states, strict=True))
+        out, *states = session.run(spec.output_names, feeds)
+        if t >= spec.lookahead:
+            outputs.append(out)
+    return np.stack(outputs, axis=1)[..., :h, :w]
+
+
+def _pad(frames: np.ndarray, spec: StepSpec) -> np.ndarray:
+    h, w = frames.shape[-2:]
+    hp, wp = spec.padded(h, w)
+    if (hp, wp) == (h, w):
+        return frames
+    mode = {"replicate": "edge", "reflect": "reflect", "zeros": "constant"}[spec.pad_mode]
+    pad = [(0, 0)] * (frames.ndim - 2) + [(0, hp - h), (0, wp - w)]
+    return np.pad(frames, pad, mode=mode)
+
+
+def validation_clip(frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """A deterministic synthetic clip (1, T, 3, H, W) in [0, 1]: textured content under a smooth
+    camera motion, so motion search and recurrent state are exercised."""
+    g = torch.Generator().manual_seed(seed)
+    big_h, big_w = height + 8 * frames + 16, width + 8 * frames + 16
+    base = torch.rand(1, 3, big_h // 4 + 1, big_w // 4 + 1, generator=g)
+    base = torch.nn.functional.interpolate(base, size=(big_h, big_w), mode="bicubic", align_corners=False)
+    detail = torch.rand(1, 3, big_h, big_w, generator=g) * 0.15
+    canvas = (base + detail).clamp(0, 1)
+    clip = []
+    for t in range(frames):
+        y, x = 8 + round(3 * t + 2 * np.sin(t)), 8 + round(5 * t)
+        clip.append(canvas[:, :, y : y + height, x : x + width])
+    return torch.stack(clip, dim=1)
+
+
+def validate(
+    session: Any, spec: StepSpec, frames: torch.Tensor, reference: torch.Tensor
+) -> dict[str, float]:
+    """Stream ``frames`` through ``session`` and compare with the reference outputs (run_clip)."""
+    out = stream_onnx(session, spec, frames.numpy())
+    return compare(out, reference.numpy())
