@@ -42,9 +42,103 @@ def _cmd_models(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return {"presets": presets, "families": families}, "\n".join(lines)
 
 
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``--set key=value`` options; values are JSON (``[1,2]``, ``8``, ``true``) or else plain strings."""
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: malformed. Expected key=value, e.g. --set skip_corr_index=[1,2].")
+        try:
+            overrides[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = raw
+    return overrides
+
+
+def _csv(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr when it is a terminal (and not under --json)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        done = int(round(width * max(0.0, min(1.0, fraction))))
+        sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {100 * fraction:3.0f}% {stage:<40}")
+        if fraction >= 1.0:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _cmd_export(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from vdeblur.export.artifact import export_artifact
+
+    report = export_artifact(
+        args.model, args.out, checkpoint=args.checkpoint, overrides=parse_sets(args.set), plugins=args.plugins,
+        height=args.height, width=args.width, precisions=_csv(args.precision) or ["fp32"],
+        calibration=args.calibration, frames=args.frames, min_psnr_db=args.min_psnr, overwrite=args.overwrite,
+        progress=_ProgressBar(not args.json),
+    )
+    lines = [f"exported {args.model} to {report['artifact']} in {report['seconds']} s"]
+    if report["random_weights"]:
+        lines.append("WARNING: no --checkpoint: the weights are random (useful for latency work only).")
+    elif report["checkpoint"]:
+        ck = report["checkpoint"]
+        lines.append(f"checkpoint: {ck.get('loaded', '?')} tensors loaded"
+                     + (f", dropped on purpose: {len(ck['dropped'])}" if ck.get("dropped") else ""))
+    for g in report["graphs"]:
+        psnr = g.get("psnr_db")
+        quality = "" if psnr is None else f"  PSNR vs run_clip {psnr if isinstance(psnr, str) else f'{psnr:.2f}'} dB"
+        lines.append(f"  {g['file']:<28} {g['precision']:<5} {g['lowering']:<8}{quality}")
+    return report, "\n".join(lines)
+
+
+def _cmd_build(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from vdeblur.export.engines import build
+
+    result = build(args.artifact, args.backend, precision=args.precision, shapes=args.shapes,
+                   dry_run=args.dry_run, progress=_ProgressBar(not args.json))
+    lines = [f"{k}: {v}" for k, v in result.items() if not isinstance(v, (dict, list))]
+    return result, "\n".join(lines)
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a preset (mtu2, mmprnn_a7b8c16...) or a family (mtu, mmprnn...)")
+    p.add_argument("--checkpoint", help="official checkpoint (.pth/.pt/.safetensors); random weights without")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="configuration override, value as JSON")
+    p.add_argument("--out", required=True, help="artifact directory to create")
+    p.add_argument("--plugins", choices=("trt", "portable"), default="portable",
+                   help="ONNX lowering of the custom ops (default portable; trt adds the TensorRT-plugin graph)")
+    p.add_argument("--height", type=int, default=128, help="validation frame height (default 128)")
+    p.add_argument("--width", type=int, default=128, help="validation frame width (default 128)")
+    p.add_argument("--precision", default="fp32", help="comma list of fp32,fp16,bf16,int8,fp8 (default fp32)")
+    p.add_argument("--calibration", help="video file or image folder for int8/fp8 calibration")
+    p.add_argument("--frames", type=int, default=6, help="validation clip length (default 6)")
+    p.add_argument("--min-psnr", type=float, default=40.0, help="fail the export below this fp32 PSNR (dB)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory as a whole")
+
+
+def _add_build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", help="artifact directory written by `vdeblur export`")
+    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), required=True)
+    p.add_argument("--precision", default="fp32", help="which graph of the artifact (default fp32)")
+    p.add_argument("--shapes", help="optimisation profile min:opt:max as HxW:HxW:HxW (TensorRT)")
+    p.add_argument("--dry-run", action="store_true", help="print the build plan without building")
+
+
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], tuple[dict[str, Any], str]]]] = {
     "models": ("list the model presets and families", _cmd_models),
+    "export": ("export a checkpoint to an ONNX artifact directory (validated against PyTorch)", _cmd_export),
+    "build": ("build an engine for a backend from an artifact", _cmd_build),
 }
+_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {"export": _add_export, "build": _add_build}
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -68,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, _) in _COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _common(p, top=False)
+        if name in _ARGUMENTS:
+            _ARGUMENTS[name](p)
     return parser
 
 

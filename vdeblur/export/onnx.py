@@ -13,6 +13,7 @@ PyTorch reference (``vdeblur.models.run_clip``).
 from __future__ import annotations
 
 import hashlib
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ def export_step_graph(
 
     hp, wp = spec.padded(height, width)
     args = example_inputs(spec, 1, hp, wp)
+    # The exporter warns about torchvision ops it cannot register; vdeblur uses none of them.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), lowering_ctx(lowering), torch.no_grad():
             warnings.simplefilter("ignore")

@@ -1,0 +1,260 @@
+"""checkpoint -> artifact directory: the `vdeblur export` pipeline.
+
+1. build the model (preset or family + overrides) and load the checkpoint (or keep random weights,
+   flagged in the manifest and the report: useful for latency work only);
+2. turn it into a step graph (export/stepgraph.py) and export it to ONNX with dynamic H and W in the
+   requested plugin lowering; the portable graph is always written (ONNX Runtime runs it, and it is
+   what validation runs), the ``trt`` graph in addition when asked for;
+3. validate: stream a short clip at the requested size through the portable graph on ONNX Runtime and
+   compare with ``vdeblur.models.run_clip`` (PSNR, max error, fraction within tolerance); a failed
+   validation fails the export;
+4. precision variants (export/precision.py), each with its PSNR against the fp32 reference;
+5. write manifest.json and report.json.
+
+Everything is written into a temporary directory beside ``out`` and renamed at the end, so an
+error leaves nothing behind, and an existing ``out`` is never mixed with a new export (it is
+refused, or replaced as a whole with ``overwrite=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vdeblur.errors import ExportError, UsageError
+from vdeblur.export.manifest import PRECISIONS, GraphEntry, Manifest
+
+Progress = Callable[[str, float], None]
+
+MIN_SIZE, MAX_SIZE = 16, 4096
+DEFAULT_MIN_PSNR_DB = 40.0
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    from vdeblur import __version__
+
+    return {"vdeblur": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def _check_size(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_SIZE <= value <= MAX_SIZE:
+        raise UsageError(
+            f"export: --{name} {value!r} is out of range. Expected an integer in [{MIN_SIZE}, {MAX_SIZE}]."
+        )
+    return value
+
+
+def _check_precisions(precisions: list[str]) -> list[str]:
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise UsageError(
+            f"export: precision {', '.join(unknown)} is unknown. Expected some of {', '.join(PRECISIONS)}."
+        )
+    return ["fp32", *[p for p in dict.fromkeys(precisions) if p != "fp32"]]
+
+
+def _staging_dir(out: Path, overwrite: bool) -> Path:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UsageError(
+            f"{out}: exists and is not empty. Choose a new --out directory, or pass --overwrite to replace it "
+            "(an export never mixes its files with an existing directory)."
+        )
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    except OSError as e:
+        raise UsageError(f"{out}: cannot be written ({e.strerror or e}). Expected a writable --out location.") from e
+
+
+def _publish(staging: Path, out: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp creates 0700; the artifact gets the usual permissions
+    backup = None
+    if out.exists():
+        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, backup)
+    os.replace(staging, out)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def export_artifact(
+    model: str,
+    out: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    plugins: str = "portable",
+    height: int = 128,
+    width: int = 128,
+    precisions: list[str] | None = None,
+    calibration: str | Path | None = None,
+    frames: int = 6,
+    min_psnr_db: float = DEFAULT_MIN_PSNR_DB,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Export ``model`` (preset or family) to an artifact directory ``out``; returns the report.
+
+    height, width: the frame size of validation (and calibration); the graph itself accepts any
+    size (dynamic H and W, padded to the model's multiple by the runtime).
+    """
+    step_progress = progress or (lambda stage, fraction: None)
+    out = Path(out)
+    if plugins not in ("portable", "trt"):
+        raise UsageError(f"export: --plugins {plugins!r} is unknown. Expected 'trt' or 'portable'.")
+    _check_size("height", height)
+    _check_size("width", width)
+    if frames < 1:
+        raise UsageError(f"export: --frames {frames} is invalid. Expected at least 1 validation frame.")
+    wanted = _check_precisions(precisions or ["fp32"])
+    if any(p in ("int8", "fp8") for p in wanted) and calibration is None:
+        raise UsageError("export: int8/fp8 need calibration frames. Pass --calibration VIDEO_OR_FOLDER.")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise UsageError(f"{checkpoint}: no such checkpoint file. Expected a .pth/.pt/.safetensors file.")
+
+    import torch
+
+    from vdeblur.models import create, load_checkpoint, run_clip
+    from vdeblur.models.registry import resolve
+
+    family, preset, config = resolve(model, **(overrides or {}))
+    step_progress("building the model", 0.0)
+    torch.manual_seed(0)  # random weights (no checkpoint) are reproducible
+    net = create(model, **(overrides or {}))
+    load_report = None
+    ckpt_info = None
+    if checkpoint is not None:
+        load_report = load_checkpoint(net, checkpoint)
+        from vdeblur.export.onnx import sha256_file
+
+        ckpt_info = {"path": str(Path(checkpoint).resolve()), "sha256": sha256_file(checkpoint)}
+    if net.kind != "step":
+        raise ExportError(f"{model}: {family} is a clip model; exporting clip models is not supported yet.")
+
+    from vdeblur.export.onnx import (
+        export_step_graph,
+        ort_session,
+        plugins_used,
+        sha256_file,
+        stream_onnx,
+        validation_clip,
+    )
+    from vdeblur.export.stepgraph import step_module
+    from vdeblur.metrics import compare, json_safe
+
+    staging = _staging_dir(out, overwrite)
+    try:
+        started = time.perf_counter()
+        step, spec = step_module(net)
+        portable_file = "model.onnx" if plugins == "portable" else "model.portable.onnx"
+        step_progress("exporting the portable graph", 0.1)
+        export_step_graph(step, spec, staging / portable_file, "portable", height, width)
+        graphs = [GraphEntry(portable_file, "fp32", "portable", sha256_file(staging / portable_file))]
+        used: list[dict[str, str]] = []
+        if plugins == "trt":
+            step_progress("exporting the TensorRT-plugin graph", 0.3)
+            trt_model = export_step_graph(step, spec, staging / "model.onnx", "trt", height, width)
+            used = plugins_used(trt_model)
+            graphs.append(GraphEntry("model.onnx", "fp32", "trt", sha256_file(staging / "model.onnx")))
+
+        step_progress("validating on ONNX Runtime", 0.5)
+        clip = validation_clip(frames, height, width)
+        reference = run_clip(net, clip).numpy()
+        session = ort_session(staging / portable_file)
+        fp32 = compare(stream_onnx(session, spec, clip.numpy()), reference)
+        graphs[0].psnr_db = json_safe(fp32["psnr_db"])  # type: ignore[assignment]
+        validation: dict[str, Any] = {
+            "frames": frames, "height": height, "width": width, "source": "synthetic moving texture",
+            "reference": "vdeblur.models.run_clip (PyTorch, fp32)", "min_psnr_db": min_psnr_db,
+            "results": {"fp32": {k: json_safe(v) for k, v in fp32.items()}},
+        }
+        if not fp32["psnr_db"] >= min_psnr_db:
+            raise ExportError(
+                f"{model}: validation failed: the exported fp32 graph reaches {fp32['psnr_db']:.2f} dB against "
+                f"run_clip, below the {min_psnr_db:.1f} dB required. Nothing was written."
+            )
+
+        calib = None
+        if len(wanted) > 1 and calibration is not None:
+            from vdeblur.runtime.video import load_frames
+
+            calib = load_frames(calibration, max_frames=16, height=height, width=width)
+        for i, precision in enumerate(wanted[1:]):
+            step_progress(f"{precision} variant", 0.6 + 0.35 * i / max(1, len(wanted) - 1))
+            graphs += _precision_variants(staging, graphs, precision, spec, calib, clip, reference, validation)
+
+        manifest = Manifest(
+            model={"family": family, "preset": preset, "config": config, "checkpoint": ckpt_info,
+                   "random_weights": checkpoint is None},
+            kind="step", interface=spec.to_dict(), graphs=graphs, plugins=used,
+            opset=_opset(staging / portable_file), versions=_versions(),
+        )
+        manifest.write(staging)
+        report = {
+            "artifact": str(out),
+            "model": manifest.model,
+            "random_weights": checkpoint is None,
+            "checkpoint": load_report.to_dict() if load_report is not None else None,
+            "plugins": plugins,
+            "graphs": [g.__dict__ for g in graphs],
+            "validation": validation,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        import json
+
+        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        _publish(staging, out)
+        step_progress("done", 1.0)
+        return report
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _precision_variants(
+    staging: Path, graphs: list[GraphEntry], precision: str, spec: Any, calib: Any, clip: Any,
+    reference: Any, validation: dict[str, Any],
+) -> list[GraphEntry]:
+    """Write the ``precision`` variant of each fp32 graph; PSNR of the portable one vs the reference."""
+    from vdeblur.export import precision as precision_mod
+    from vdeblur.export.onnx import ort_session, sha256_file, stream_onnx
+    from vdeblur.metrics import compare, json_safe
+
+    entries = []
+    for fp32 in [g for g in graphs if g.precision == "fp32"]:
+        stem = Path(fp32.file).name[: -len(".onnx")]
+        dst = staging / f"{stem}.{precision}.onnx"
+        if fp32.lowering == "trt" and precision in ("int8", "fp8"):
+            continue  # calibration needs a runtime that executes the plugin nodes; see README
+        result = precision_mod.convert(staging / fp32.file, dst, precision, spec, calib)
+        entry = GraphEntry(dst.name, precision, fp32.lowering, sha256_file(dst), kept_fp32=list(result.kept_fp32))
+        if fp32.lowering == "portable":
+            info: dict[str, Any] = {"method": result.method, "runs_on_ort_cpu": result.runs_on_ort_cpu,
+                                    "notes": result.notes}
+            if result.runs_on_ort_cpu:
+                metrics = compare(stream_onnx(ort_session(dst), spec, clip.numpy()), reference)
+                entry.psnr_db = json_safe(metrics["psnr_db"])  # type: ignore[assignment]
+                info.update({k: json_safe(v) for k, v in metrics.items()})
+            validation["results"][precision] = info
+        entries.append(entry)
+    return entries

@@ -1,0 +1,1 @@
+"""Artifact -> frames. Imports neither torch nor tensorrt at module import."""
