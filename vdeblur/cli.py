@@ -69,6 +69,10 @@ class _ProgressBar:
     def __call__(self, stage: str, fraction: float) -> None:
         if not self.enabled:
             return
+        if fraction < 0:  # unknown total: show the stage (e.g. a frame count and fps)
+            sys.stderr.write(f"\r{stage:<60}")
+            sys.stderr.flush()
+            return
         width = 30
         done = int(round(width * max(0.0, min(1.0, fraction))))
         sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {100 * fraction:3.0f}% {stage:<40}")
@@ -109,6 +113,56 @@ def _cmd_build(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return result, "\n".join(lines)
 
 
+def _cmd_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from vdeblur.runtime.run import run_video
+
+    bar = _ProgressBar(not args.json)
+    result = run_video(args.artifact, args.input, args.output, backend=args.backend, precision=args.precision,
+                       device=args.device, progress=bar)
+    if bar.enabled:
+        sys.stderr.write("\n")
+    lat = result["latency_ms"]
+    text = (f"{result['frames']} frames -> {result['output']} in {result['seconds']:.2f} s ({result['fps']:.2f} fps, "
+            f"{result['backend']} {result['precision']}); per-frame latency p50 {lat['p50']:.1f} ms, "
+            f"p99 {lat['p99']:.1f} ms")
+    return result, text
+
+
+def _cmd_compare(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from vdeblur.runtime.run import compare_backends
+
+    result = compare_backends(args.artifact, _csv(args.backends), precision=args.precision, frames=args.frames,
+                              height=args.height, width=args.width, source=args.input, device=args.device)
+    lines = [f"{result['frames']} frames {result['size'][1]}x{result['size'][0]}, precision {result['precision']}"]
+    for p in result["pairs"]:
+        psnr = p["psnr_db"] if isinstance(p["psnr_db"], str) else f"{p['psnr_db']:.2f}"
+        lines.append(f"  {p['a']} vs {p['b']}: PSNR {psnr} dB, max error {p['max_abs_err']:.3g}, "
+                     f"{100 * p['fraction_within_tol']:.3f}% within {p['tol']:.4f}")
+    for name, reason in result["skipped"].items():
+        lines.append(f"  skipped {name}: {reason}")
+    return result, "\n".join(lines)
+
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", help="artifact directory written by `vdeblur export`")
+    p.add_argument("input", help="video file (mp4/mkv/avi/mov) or folder of images")
+    p.add_argument("output", help="video file (H.264, same frame rate) or a new folder for PNG frames")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="onnxruntime")
+    p.add_argument("--precision", default="fp32", help="graph of the artifact to run (default fp32)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+
+def _add_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", help="artifact directory written by `vdeblur export`")
+    p.add_argument("--backends", default="torch,onnxruntime", help="comma list (default torch,onnxruntime)")
+    p.add_argument("--precision", default="fp32", help="graph of the artifact for non-torch backends")
+    p.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
+    p.add_argument("--height", type=int, help="frame height (default 128, or the input's)")
+    p.add_argument("--width", type=int, help="frame width (default 128, or the input's)")
+    p.add_argument("--input", help="video or image folder to take the frames from (default: synthetic)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+
 def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a preset (mtu2, mmprnn_a7b8c16...) or a family (mtu, mmprnn...)")
     p.add_argument("--checkpoint", help="official checkpoint (.pth/.pt/.safetensors); random weights without")
@@ -137,8 +191,12 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], tuple[dict[str, A
     "models": ("list the model presets and families", _cmd_models),
     "export": ("export a checkpoint to an ONNX artifact directory (validated against PyTorch)", _cmd_export),
     "build": ("build an engine for a backend from an artifact", _cmd_build),
+    "run": ("deblur a video or image folder with an artifact", _cmd_run),
+    "compare": ("stream the same frames through several backends and compare them", _cmd_compare),
 }
-_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {"export": _add_export, "build": _add_build}
+_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "export": _add_export, "build": _add_build, "run": _add_run, "compare": _add_compare,
+}
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:

@@ -113,3 +113,125 @@ def load_frames(source: str | Path, max_frames: int | None = None, height: int |
     if not frames:
         raise MediaError(f"{source}: no frames.")
     return np.stack(frames)
+
+
+def probe_fps(source: str | Path, default: float = 30.0) -> float:
+    """Frame rate of a video file (the default for image folders or unknown rates)."""
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(f"{path}: does not exist. Expected a video file or a folder of images.")
+    if path.is_dir():
+        return default
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate if container.streams.video else None
+    except (av.error.FFmpegError, OSError) as e:
+        raise MediaError(f"{path}: cannot be opened as a video ({e}). Expected mp4, mkv, avi or mov.") from e
+    return float(rate) if rate else default
+
+
+def encode_png(frame: np.ndarray) -> bytes:
+    """uint8 RGB (H, W, 3) -> PNG bytes."""
+    av = _av()
+    ctx = av.CodecContext.create("png", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"
+    packets = ctx.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"))
+    packets += ctx.encode(None)
+    return b"".join(bytes(p) for p in packets)
+
+
+class FrameSink:
+    """Writes frames to a video file (H.264) or a folder of PNGs, atomically.
+
+    Frames go to a hidden temporary file or folder beside ``path``; :meth:`commit` renames it into
+    place, :meth:`abort` (or leaving the ``with`` block with an exception) deletes it, so a failed
+    run leaves no partial output.
+    """
+
+    def __init__(self, path: str | Path, fps: float = 30.0, crf: int = 18) -> None:
+        import os
+        import tempfile
+
+        self.path = Path(path)
+        self.is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
+        if self.path.exists() and (self.path.is_file() or any(self.path.iterdir())):
+            raise UsageError(f"{self.path}: exists. Expected a new output path (nothing is overwritten).")
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            if self.is_video:
+                fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.partial-", suffix=self.path.suffix, dir=parent)
+                os.close(fd)
+                self._tmp = Path(tmp)
+            else:
+                self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=parent))
+        except OSError as e:
+            raise UsageError(f"{self.path}: cannot be written ({e.strerror or e}).") from e
+        self.fps = fps
+        self.crf = crf
+        self.count = 0
+        self._container: Any = None
+        self._stream: Any = None
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one uint8 RGB frame (H, W, 3)."""
+        if self.is_video:
+            self._write_video(frame)
+        else:
+            (self._tmp / f"{self.count:06d}.png").write_bytes(encode_png(frame))
+        self.count += 1
+
+    def _write_video(self, frame: np.ndarray) -> None:
+        av = _av()
+        if self._container is None:
+            from fractions import Fraction
+
+            self._container = av.open(str(self._tmp), "w")
+            stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            stream.width, stream.height = frame.shape[1], frame.shape[0]
+            even = frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0
+            stream.pix_fmt = "yuv420p" if even else "yuv444p"  # 4:2:0 needs even sizes
+            stream.options = {"crf": str(self.crf), "preset": "medium"}
+            self._stream = stream
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        for packet in self._stream.encode(vf):
+            self._container.mux(packet)
+
+    def commit(self) -> Path:
+        import os
+
+        if self.is_video:
+            if self._container is None:
+                self.abort()
+                raise MediaError(f"{self.path}: no frames to write.")
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+        umask = os.umask(0)
+        os.umask(umask)
+        self._tmp.chmod((0o777 if self._tmp.is_dir() else 0o666) & ~umask)  # mkstemp/mkdtemp use 0600/0700
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        import shutil
+
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # noqa: BLE001 - cleaning up after a failure
+                pass
+            self._container = None
+        if self._tmp.is_dir():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> FrameSink:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self.abort()

@@ -1,0 +1,718 @@
+"""Reduced-precision variants of an fp32 step graph, as ONNX graph transforms (DESIGN.md, "Precision
+policy"): every backend sees the same model.
+
+- ``fp16`` / ``bf16``: mixed precision (:func:`mixed_precision`). Every node runs in the low type
+  except the sensitive ones (:func:`sensitive_nodes`), which stay float32 behind Cast nodes. Graph
+  inputs and outputs stay float32, so the runtime and the manifest interface do not change.
+- ``int8``: Q/DQ nodes calibrated on real frames. ``quantizer="onnxruntime"``: ONNX Runtime's
+  ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, Conv/ConvTranspose only;
+  the sensitive nodes are excluded), the CPU path. ``quantizer="modelopt"``: NVIDIA ModelOpt
+  (extra ``[quant]``), the TensorRT path; it also gives ``fp8``.
+
+A step graph has state inputs, so calibration cannot feed frames alone: :func:`calibration_feeds`
+streams the calibration frames through the fp32 graph exactly as the runtime does
+(:func:`vdeblur.export.onnx.stream_onnx`) and records each step's complete input dict (frame,
+flush flag, states), which the calibrators then replay.
+
+Which nodes are sensitive (kept float32), found by op types and the dataflow between them:
+
+1. motion search: every ArgMax/ArgMin/TopK and the backward cone of its input up to (not
+   through) learned layers (Conv, ConvTranspose, Gemm, MatMul with a weight initializer): for
+   vdeblur's correlation_argmax that is the L2 normalisation, the correlation MatMuls and their
+   pad/reshape/slice plumbing, and the AveragePool;
+2. flow arithmetic: every GridSample and the backward cone of its grid input up to learned
+   layers: grid construction (Range, Add, Mul...), the flow from the argmax (Mod/Div/Cast...),
+   its nearest upsampling and scaling;
+3. normalisations and softmax normalisers: Softmax-like ops, normalisation ops, reductions,
+   Exp/Log/Pow/Sqrt/Reciprocal, plus the elementwise chain from a reduction to the Div/Mul that
+   applies it (``x / max(||x||, eps)``, ``exp(x) / sum``);
+4. pure data movement (Concat, Where, Slice, Reshape...) whose float inputs are all float32
+   already (graph inputs, or nodes of 1-4): lowering it gains nothing and would round states
+   that feed the motion search (MTU's motion-feature state) or the frame history.
+
+The exporter's per-node metadata (``pkg.torch.onnx.stack_trace``) is checked too: a node traced
+from ``vdeblur/plugins/*/reference.py`` is sensitive. With torch 2.13 the recorded stack holds the
+``nn.Module.forward`` frames only (the innermost one is the call site in the model file), so the
+dataflow rules are the signal that finds these nodes; the metadata rule is a safety net for
+exporters that record the full stack. In a graph of the ``trt`` lowering, plugin nodes (domain
+``vdeblur``) are kept float32 as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from vdeblur.errors import ExportError, UsageError, missing_dependency
+from vdeblur.export.stepgraph import StepSpec
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
+QUANTIZERS = ("onnxruntime", "modelopt")
+
+# Conv, ConvTranspose, MaxPool accept tensor(bfloat16) from opset 22 on.
+BF16_MIN_OPSET = 22
+_LOW_TYPES = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
+_FLOAT = TensorProto.FLOAT
+_FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+_FP16_MAX = 65504.0
+
+# Layers with learned weights: the boundary of the dataflow cones.
+_LEARNED = frozenset({"Conv", "ConvTranspose", "Gemm", "ConvInteger", "QLinearConv", "QLinearMatMul"})
+# Ops kept in float32 wherever they are.
+_SELECT_OPS = frozenset({"ArgMax", "ArgMin", "TopK"})
+_WARP_OPS = frozenset({"GridSample"})
+# Plugin nodes of the trt lowering (vdeblur/plugins): motion search (cone of every input) and warps
+# (cone of the flow, input 1).
+_PLUGIN_DOMAIN = "vdeblur"
+_PLUGIN_SEARCH = frozenset({"Correlation", "CorrelationArgmax"})
+_PLUGIN_WARP = frozenset({"FlowWarp"})
+_REDUCTIONS = frozenset({
+    "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ReduceSum",
+    "ReduceMean", "ReduceProd", "ReduceMax", "ReduceMin",
+})
+_NORMALISERS = frozenset({
+    "Softmax", "LogSoftmax", "Hardmax", "LpNormalization", "InstanceNormalization", "LayerNormalization",
+    "GroupNormalization", "MeanVarianceNormalization",
+})
+_TRANSCENDENTAL = frozenset({"Exp", "Log", "Pow", "Sqrt", "Reciprocal"})
+_ALWAYS_FP32 = _SELECT_OPS | _WARP_OPS | _REDUCTIONS | _NORMALISERS | _TRANSCENDENTAL | {"Range", "CumSum"}
+# Elementwise steps between a reduction and the Div/Mul that applies it.
+_NORM_PASS = frozenset({"Clip", "Max", "Min", "Add", "Sub", "Expand", "Unsqueeze", "Squeeze", "Reshape",
+                        "Sqrt", "Reciprocal", "Cast", "Identity"})
+_NORM_APPLY = frozenset({"Div", "Mul"})
+# Ops that only move or select data.
+_DATA_MOVEMENT = frozenset({
+    "Concat", "Where", "Slice", "Split", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity",
+    "Expand", "Gather", "GatherElements", "GatherND", "Tile", "Flatten", "Pad", "DepthToSpace", "SpaceToDepth",
+})
+# Inputs that must be float32 whatever the node's precision (tensor(float) in the op schema).
+_FP32_SLOTS = {"Resize": (1, 2), "Upsample": (1,)}
+# Ops whose input may have any type (no Cast needed in front of them).
+_ANY_INPUT = frozenset({"Cast", "Shape", "Size"})
+_PLUGIN_TRACE = re.compile(r"vdeblur[/\\]plugins[/\\][A-Za-z0-9_]+[/\\]reference\.py")
+
+
+@dataclass
+class PrecisionResult:
+    """What :func:`convert` wrote.
+
+    precision: one of PRECISIONS; file: the ONNX written; kept_fp32: names of the nodes that compute
+    in float32 in a reduced-precision graph (what the manifest records); method: how it was made
+    ("fp32-copy", "mixed-fp16", "mixed-bf16", "ort-qdq-static", "modelopt-int8", "modelopt-fp8");
+    runs_on_ort_cpu: whether ONNX Runtime's CPU provider can run the file; notes: caveats.
+    """
+
+    precision: str
+    file: str
+    kept_fp32: list[str] = field(default_factory=list)
+    method: str = ""
+    runs_on_ort_cpu: bool = True
+    notes: str = ""
+
+
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    precision: str,
+    spec: StepSpec,
+    calibration: np.ndarray | None = None,
+    quantizer: str = "onnxruntime",
+) -> PrecisionResult:
+    """Write the ``precision`` variant of the fp32 portable step graph ``src`` to ``dst``.
+
+    calibration: float32 frames (T, 3, H, W) in [0, 1] at the size to calibrate at (padded to
+    ``spec.pad_multiple`` here, as the runtime does); required for int8 and fp8.
+    quantizer: "onnxruntime" (int8, CPU path) or "modelopt" (int8 / fp8 for TensorRT). fp16 and
+    bf16 ignore it. Graph inputs and outputs stay float32 in every variant.
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision: {precision!r} is unknown. Expected one of {', '.join(PRECISIONS)}.")
+    if quantizer not in QUANTIZERS:
+        raise UsageError(f"quantizer: {quantizer!r} is unknown. Expected one of {', '.join(QUANTIZERS)}.")
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise UsageError(f"{src}: no such file. Expected the fp32 step graph written by the export.")
+    model = _load(src)
+    if precision == "fp32":
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
+        return PrecisionResult("fp32", str(dst), [], "fp32-copy", True, "the reference: every node is float32")
+    if precision in _LOW_TYPES:
+        keep = set(sensitive_nodes(model))
+        out = mixed_precision(model, precision, keep)
+        kept = float32_nodes(out)
+        onnx.save(out, str(dst))
+        runs, why = _ort_cpu_check(dst)
+        notes = f"{len(kept)} nodes kept float32; graph inputs and outputs float32"
+        if not runs:
+            notes += f"; ONNX Runtime CPU cannot run it ({why}): build it for TensorRT"
+        return PrecisionResult(precision, str(dst), kept, f"mixed-{precision}", runs, notes)
+    # int8 / fp8
+    frames = _check_calibration(calibration, precision)
+    if precision == "fp8" and quantizer == "onnxruntime":
+        raise UsageError(
+            "fp8: the onnxruntime quantizer does not make fp8 graphs (no CPU runtime executes them). "
+            "Use quantizer='modelopt' (pip install 'vdeblur[quant]'), which builds them for TensorRT."
+        )
+    if any(n.domain not in ("", "ai.onnx") for n in model.graph.node):
+        raise UsageError(
+            f"{src}: has plugin nodes (trt lowering); calibration runs the graph on ONNX Runtime. "
+            "Quantise the portable export (lowering='portable')."
+        )
+    if quantizer == "onnxruntime":
+        return _quantize_ort(src, dst, model, spec, frames)
+    return _quantize_modelopt(src, dst, model, spec, frames, precision)
+
+
+# --------------------------------------------------------------------------------------------
+# Sensitive nodes
+# --------------------------------------------------------------------------------------------
+
+
+def sensitive_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes that must stay float32 (rules 1-4 of the module docstring), in graph order.
+
+    Includes nodes that compute no float tensor (shape arithmetic inside a cone); see
+    :func:`float32_nodes` for the list a converted graph reports.
+    """
+    graph = model.graph
+    _check_flat(graph)
+    nodes = list(graph.node)
+    initializers = {i.name for i in graph.initializer}
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    consumers: dict[str, list[int]] = defaultdict(list)
+    for i, n in enumerate(nodes):
+        for name in n.input:
+            if name:
+                consumers[name].append(i)
+
+    keep: set[int] = set()
+    for i, n in enumerate(nodes):
+        if n.op_type in _ALWAYS_FP32 or n.domain not in ("", "ai.onnx") or _traced_from_plugin(n):
+            keep.add(i)
+
+    def is_learned(i: int) -> bool:
+        n = nodes[i]
+        return n.op_type in _LEARNED or (n.op_type == "MatMul" and any(x in initializers for x in n.input))
+
+    def backward_cone(start: Iterable[str]) -> set[int]:
+        cone: set[int] = set()
+        stack = [s for s in start if s in producer]
+        while stack:
+            j = producer[stack.pop()]
+            if j in cone or is_learned(j):
+                continue
+            cone.add(j)
+            stack.extend(x for x in nodes[j].input if x in producer)
+        return cone
+
+    for n in nodes:
+        if n.op_type in _SELECT_OPS:  # 1. motion search
+            keep |= backward_cone(n.input[:1])
+        elif n.op_type in _PLUGIN_SEARCH and n.domain == _PLUGIN_DOMAIN:
+            keep |= backward_cone(n.input)
+        elif (n.op_type in _WARP_OPS or (n.op_type in _PLUGIN_WARP and n.domain == _PLUGIN_DOMAIN)) \
+                and len(n.input) > 1:  # 2. flow arithmetic
+            keep |= backward_cone(n.input[1:2])
+
+    # 3. normaliser tails: reduction -> elementwise steps -> the Div/Mul that applies it.
+    seeds = [i for i, n in enumerate(nodes) if n.op_type in _REDUCTIONS | _TRANSCENDENTAL]
+    for seed in seeds:
+        stack: list[tuple[int, tuple[int, ...]]] = [(seed, ())]
+        while stack:
+            j, path = stack.pop()
+            for out in nodes[j].output:
+                for c in consumers.get(out, []):
+                    op = nodes[c].op_type
+                    if op in _NORM_APPLY:
+                        keep.update((*path, c))
+                    elif op in _NORM_PASS and len(path) < 4:
+                        stack.append((c, (*path, c)))
+
+    # 4. data movement fed only by float32 values (graph order is topological).
+    types = _elem_types(model)
+    fp32_values = {i.name for i in graph.input}
+    for i, n in enumerate(nodes):
+        if i in keep:
+            fp32_values.update(n.output)
+            continue
+        float_in = [x for x in n.input if x and x not in initializers and types.get(x) == _FLOAT]
+        if n.op_type in _DATA_MOVEMENT and float_in and all(x in fp32_values for x in float_in):
+            keep.add(i)
+            fp32_values.update(n.output)
+    return [nodes[i].name for i in sorted(keep)]
+
+
+def float32_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes of a (mixed-precision) graph that compute in float32: a float32 input or output,
+    Cast nodes inserted by the conversion excluded."""
+    types = _elem_types(model)
+    names = []
+    for n in model.graph.node:
+        if n.op_type in _ANY_INPUT or n.op_type == "Constant":
+            continue
+        outs = [types.get(x) for x in n.output if x and types.get(x) in _FLOAT_TYPES]
+        ins = [types.get(x) for k, x in enumerate(n.input)
+               if x and k not in _FP32_SLOTS.get(n.op_type, ()) and types.get(x) in _FLOAT_TYPES]
+        if _FLOAT in (outs or ins):
+            names.append(n.name)
+    return names
+
+
+def _traced_from_plugin(node: onnx.NodeProto) -> bool:
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.stack_trace" and _PLUGIN_TRACE.search(p.value):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# fp16 / bf16
+# --------------------------------------------------------------------------------------------
+
+
+def mixed_precision(model: onnx.ModelProto, precision: str, keep: Iterable[str]) -> onnx.ModelProto:
+    """A copy of ``model`` computing in ``precision`` ("fp16" | "bf16") except the nodes named in
+    ``keep``, with Cast nodes at every float32/low boundary. Graph inputs and outputs keep their
+    float32 type; float initializers used only by low-precision nodes are stored in the low type
+    (fp16 values clipped to +-65504)."""
+    if precision not in _LOW_TYPES:
+        raise UsageError(f"mixed_precision: {precision!r} is not a low-precision float. Expected fp16 or bf16.")
+    low = _LOW_TYPES[precision]
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    if precision == "bf16" and _opset(model) < BF16_MIN_OPSET:
+        model = _upgrade_opset(model, BF16_MIN_OPSET)
+    _name_nodes(model)
+    graph = model.graph
+    _check_flat(graph)
+    types = _elem_types(model)
+    keep = set(keep)
+    nodes = list(graph.node)
+    inits = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for n in nodes:
+        for x in n.input:
+            if x:
+                consumers[x].append(n)
+
+    def float_slot(n: onnx.NodeProto, k: int) -> bool:
+        return n.op_type not in _ANY_INPUT and types.get(n.input[k]) == _FLOAT
+
+    def wants(n: onnx.NodeProto, k: int) -> int:
+        if lowered[n.name] and k not in _FP32_SLOTS.get(n.op_type, ()):
+            return low
+        return _FLOAT
+
+    lowered = {n.name: n.name not in keep for n in nodes}
+    for n in nodes:  # a Constant follows its consumers
+        if n.op_type == "Constant":
+            outs = [c for c in consumers.get(n.output[0], [])]
+            lowered[n.name] = bool(outs) and all(
+                wants(c, k) == low for c in outs for k, x in enumerate(c.input) if x == n.output[0]
+            )
+
+    # The dtype each float value is produced in.
+    dtype: dict[str, int] = {}
+    for n in nodes:
+        for out in n.output:
+            if types.get(out) == _FLOAT:
+                dtype[out] = low if lowered[n.name] else _FLOAT
+        if lowered[n.name]:
+            _lower_attributes(n, low)
+    for name, init in inits.items():
+        if init.data_type != _FLOAT:
+            continue
+        slots = [(c, k) for c in consumers.get(name, []) for k, x in enumerate(c.input) if x == name]
+        if slots and all(wants(c, k) == low for c, k in slots if float_slot(c, k)):
+            init.CopyFrom(_convert_tensor(init, low, name))
+            dtype[name] = low
+        else:
+            dtype[name] = _FLOAT
+    for i in graph.input:
+        if types.get(i.name) == _FLOAT:
+            dtype[i.name] = _FLOAT
+
+    # Graph outputs produced in the low type: rename the internal value, cast back at the end.
+    out_casts = []
+    for o in graph.output:
+        if dtype.get(o.name) == low and o.name not in inits:
+            inner = f"{o.name}__{precision}"
+            for n in nodes:
+                n.output[:] = [inner if x == o.name else x for x in n.output]
+                n.input[:] = [inner if x == o.name else x for x in n.input]
+            dtype[inner] = low
+            out_casts.append(helper.make_node("Cast", [inner], [o.name], to=_FLOAT, name=f"cast_out_{o.name}"))
+
+    new_nodes: list[onnx.NodeProto] = []
+    converted: dict[tuple[str, int], str] = {}
+    suffix = {low: precision, _FLOAT: "fp32"}
+    for n in nodes:
+        for k, x in enumerate(n.input):
+            if not x or x not in dtype or n.op_type in _ANY_INPUT:
+                continue
+            want = wants(n, k)
+            if dtype[x] == want:
+                continue
+            key = (x, want)
+            if key not in converted:
+                name = f"{x}__{suffix[want]}"
+                converted[key] = name
+                if x in inits:
+                    graph.initializer.append(_convert_tensor(inits[x], want, name))
+                else:
+                    new_nodes.append(helper.make_node("Cast", [x], [name], to=want, name=f"cast_{name}"))
+            n.input[k] = converted[key]
+        new_nodes.append(n)
+    new_nodes.extend(out_casts)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    del graph.value_info[:]
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(
+            f"{precision}: the converted graph is invalid ({str(e).splitlines()[0]}). "
+            "Report the graph; convert with precision='fp32' meanwhile."
+        ) from e
+    return model
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(model, opset)
+    except Exception as e:  # the converter raises RuntimeError / ConvertError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(
+            f"bf16: cannot raise the graph to opset {opset} ({first}). Conv/ConvTranspose/MaxPool take "
+            f"bfloat16 from opset {opset} on: export with opset={opset}."
+        ) from e
+
+
+def _lower_attributes(node: onnx.NodeProto, low: int) -> None:
+    """Type-bearing attributes of a node that now computes in ``low``."""
+    for a in node.attribute:
+        if node.op_type == "Cast" and a.name == "to" and a.i == _FLOAT:
+            a.i = low
+        elif node.op_type in ("Constant", "ConstantOfShape") and a.name == "value" and a.t.data_type == _FLOAT:
+            a.t.CopyFrom(_convert_tensor(a.t, low, a.t.name))
+
+
+def _convert_tensor(t: onnx.TensorProto, to: int, name: str) -> onnx.TensorProto:
+    arr = numpy_helper.to_array(t)
+    if to == _FLOAT:
+        return numpy_helper.from_array(arr.astype(np.float32), name)
+    if to == TensorProto.FLOAT16:
+        finite = np.isfinite(arr)
+        arr = np.where(finite, np.clip(arr, -_FP16_MAX, _FP16_MAX), arr)
+        return numpy_helper.from_array(arr.astype(np.float16), name)
+    import ml_dtypes  # a dependency of onnx
+
+    return numpy_helper.from_array(arr.astype(np.float32).astype(ml_dtypes.bfloat16), name)
+
+
+def _ort_cpu_check(path: Path) -> tuple[bool, str]:
+    """Whether ONNX Runtime's CPU provider can load ``path`` (kernels exist for every node)."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # NOT_IMPLEMENTED / INVALID_GRAPH...: the reason goes into the notes
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return False, first[:300]
+    return True, ""
+
+
+# --------------------------------------------------------------------------------------------
+# int8 / fp8
+# --------------------------------------------------------------------------------------------
+
+
+def calibration_feeds(session: Any, spec: StepSpec, frames: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Every step's input dict when ``frames`` (T, 3, H, W) or (N, T, 3, H, W) stream through
+    ``session`` (the fp32 graph), as :func:`vdeblur.export.onnx.stream_onnx` runs them: padded to
+    ``spec.pad_multiple``, states fed back, flush steps included. Returns T + flush.steps dicts."""
+    from vdeblur.export.onnx import _pad
+
+    x = frames[None] if frames.ndim == 4 else frames
+    x = _pad(np.asarray(x, dtype=np.float32), spec)
+    n, t_len, _, hp, wp = x.shape
+    states = [np.full(s.resolve(n, hp, wp), s.initial, dtype=np.dtype(s.dtype)) for s in spec.states]
+    state_in = [s.input_name for s in spec.states]
+    feeds_all = []
+    for t in range(t_len + spec.flush.steps):
+        feeds: dict[str, np.ndarray] = {spec.frame_input: np.ascontiguousarray(x[:, min(t, t_len - 1)])}
+        if spec.flush.flag_input:
+            feeds[spec.flush.flag_input] = np.full((n,), int(t >= t_len), dtype=np.int32)
+        feeds.update(zip(state_in, states, strict=True))
+        feeds_all.append({k: np.array(v, copy=True) for k, v in feeds.items()})
+        _, *states = session.run(spec.output_names, feeds)
+    return feeds_all
+
+
+class StepCalibrationReader:
+    """A calibration data reader (ONNX Runtime's get_next / rewind, ModelOpt's get_first) over
+    recorded step feeds, one dict per step."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self.feeds = feeds
+        self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def get_first(self) -> dict[str, np.ndarray]:
+        """The first sample without advancing (ModelOpt's readers have it)."""
+        return self.feeds[0]
+
+    def rewind(self) -> None:
+        self._it = iter(self.feeds)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return iter(self.feeds)
+
+
+def _ort_reader(feeds: list[dict[str, np.ndarray]]) -> Any:
+    """StepCalibrationReader registered as a subclass of ORT's CalibrationDataReader."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(StepCalibrationReader, CalibrationDataReader):
+        pass
+
+    return _Reader(feeds)
+
+
+def _check_calibration(calibration: np.ndarray | None, precision: str) -> np.ndarray:
+    if calibration is None:
+        raise UsageError(
+            f"{precision}: no calibration frames. Pass calibration=frames, float32 (T, 3, H, W) in [0, 1] "
+            "(real frames, e.g. vdeblur.runtime.video.load_frames)."
+        )
+    frames = np.asarray(calibration)
+    if frames.ndim != 4 or frames.shape[1] != 3 or frames.shape[0] < 1:
+        raise UsageError(
+            f"{precision}: calibration frames have shape {frames.shape}. Expected (T, 3, H, W) with T >= 1."
+        )
+    if not np.issubdtype(frames.dtype, np.floating):
+        raise UsageError(f"{precision}: calibration frames are {frames.dtype}. Expected float32 in [0, 1].")
+    return frames.astype(np.float32, copy=False)
+
+
+def _quantize_ort(
+    src: Path, dst: Path, model: onnx.ModelProto, spec: StepSpec, frames: np.ndarray
+) -> PrecisionResult:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from vdeblur.export.onnx import ort_session
+
+    keep = sensitive_nodes(model)
+    feeds = calibration_feeds(ort_session(src), spec, frames)
+    with tempfile.TemporaryDirectory(prefix="vdeblur-int8-") as tmp:
+        named = Path(tmp) / "named.onnx"
+        work = onnx.ModelProto.FromString(model.SerializeToString())
+        _name_nodes(work)
+        onnx.save(work, str(named))
+        try:
+            with _quiet_preprocess_hint():
+                quantize_static(
+                    str(named), str(Path(tmp) / "int8.onnx"), _ort_reader(feeds),
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "ConvTranspose"],
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=keep, calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                )
+        except Exception as e:  # the quantizer raises many types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExportError(f"int8: onnxruntime quantize_static failed ({first}). Check the fp32 graph runs.") from e
+        shutil.copyfile(Path(tmp) / "int8.onnx", dst)
+    quantized = onnx.load(str(dst))
+    _check_io_float32(quantized, "int8")
+    n_q = sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+    runs, why = _ort_cpu_check(dst)
+    notes = (f"QDQ int8 (per-channel weights, uint8 activations) on Conv/ConvTranspose; {n_q} Q nodes; "
+             f"calibrated on {len(feeds)} steps ({frames.shape[0]} frames at {frames.shape[2]}x{frames.shape[3]}) "
+             f"with their streamed states; {len(keep)} sensitive nodes excluded")
+    if not runs:
+        notes += f"; ONNX Runtime CPU cannot run it ({why})"
+    kept = [n for n in float32_nodes(quantized) if n in set(keep)]
+    return PrecisionResult("int8", str(dst), kept, "ort-qdq-static", runs, notes)
+
+
+@contextlib.contextmanager
+def _quiet_preprocess_hint() -> Iterator[None]:
+    """Hide quantize_static's root-logger hint to run its pre-processing (symbolic shape inference
+    and graph optimisation): the optimiser renames and fuses nodes, which would break
+    ``nodes_to_exclude``, so it is skipped on purpose."""
+
+    class _Hint(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "pre-process" not in record.getMessage()
+
+    root = logging.getLogger()
+    hint = _Hint()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
+
+
+def modelopt_arguments(
+    src: str | Path, dst: str | Path, precision: str, reader: Any, exclude: Iterable[str]
+) -> dict[str, Any]:
+    """Keyword arguments of ``modelopt.onnx.quantization.quantize`` for an int8 / fp8 step graph.
+
+    ``nodes_to_exclude`` takes regular expressions (``re.match``): names are escaped and anchored.
+    The non-quantised nodes stay float32 (``high_precision_dtype="fp32"``) so the sensitive ones
+    keep the policy; graph I/O types are kept (``direct_io_types=False``).
+    """
+    if precision not in ("int8", "fp8"):
+        raise UsageError(f"modelopt: precision {precision!r} is not quantised. Expected int8 or fp8.")
+    return {
+        "onnx_path": str(src),
+        "quantize_mode": precision,
+        "calibration_data_reader": reader,
+        "calibration_method": "max" if precision == "fp8" else "entropy",
+        "calibration_eps": _modelopt_eps(),
+        "nodes_to_exclude": [re.escape(name) + "$" for name in exclude],
+        "high_precision_dtype": "fp32",
+        "direct_io_types": False,
+        "output_path": str(dst),
+        "log_level": "WARNING",
+    }
+
+
+def _modelopt_eps() -> list[str]:
+    """Calibration providers for ModelOpt: CUDA first when a GPU is visible, then CPU."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", None) not in ("", "-1")
+    try:
+        import onnxruntime as ort
+
+        has_cuda = "CUDAExecutionProvider" in ort.get_available_providers() and visible and _has_gpu()
+    except ImportError:
+        has_cuda = False
+    return ["cuda:0", "cpu"] if has_cuda else ["cpu"]
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def _quantize_modelopt(
+    src: Path, dst: Path, model: onnx.ModelProto, spec: StepSpec, frames: np.ndarray, precision: str
+) -> PrecisionResult:
+    try:
+        from modelopt.onnx.quantization import quantize
+    except ImportError as e:
+        raise missing_dependency("modelopt", "quant", f"{precision} quantisation for TensorRT") from e
+    from vdeblur.export.onnx import ort_session
+
+    keep = sensitive_nodes(model)
+    feeds = calibration_feeds(ort_session(src), spec, frames)
+    with tempfile.TemporaryDirectory(prefix=f"vdeblur-{precision}-") as tmp:
+        named = Path(tmp) / "named.onnx"
+        work = onnx.ModelProto.FromString(model.SerializeToString())
+        _name_nodes(work)
+        onnx.save(work, str(named))
+        try:
+            quantize(**modelopt_arguments(named, dst, precision, _ort_reader(feeds), keep))
+        except Exception as e:  # ModelOpt raises many types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExportError(f"{precision}: modelopt quantisation failed ({first}).") from e
+    quantized = onnx.load(str(dst))
+    _check_io_float32(quantized, precision)
+    runs, why = _ort_cpu_check(dst)
+    notes = f"ModelOpt {precision} Q/DQ for TensorRT, calibrated on {len(feeds)} streamed steps"
+    if not runs:
+        notes += f"; ONNX Runtime CPU cannot run it ({why})"
+    kept = [n for n in float32_nodes(quantized) if n in set(keep)]
+    return PrecisionResult(precision, str(dst), kept, f"modelopt-{precision}", runs, notes)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # DecodeError and friends
+        raise UsageError(f"{path}: is not an ONNX model ({type(e).__name__}). Expected an exported step graph.") from e
+
+
+def _check_flat(graph: onnx.GraphProto) -> None:
+    for n in graph.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
+            raise ExportError(
+                f"precision: node {n.name} ({n.op_type}) has a subgraph. Expected a flat step graph "
+                "(forward without data-dependent control flow)."
+            )
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """Give every unnamed node a unique name (the quantizers and kept_fp32 refer to names)."""
+    used = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in used:
+                name += "_"
+            n.name = name
+            used.add(name)
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every value of a flat graph; plugin outputs are taken as float32."""
+    m = onnx.ModelProto.FromString(model.SerializeToString())
+    known = {v.name for v in [*m.graph.input, *m.graph.output, *m.graph.value_info]}
+    for n in m.graph.node:
+        if n.domain not in ("", "ai.onnx"):
+            m.graph.value_info.extend(helper.make_tensor_value_info(o, _FLOAT, None) for o in n.output
+                                      if o and o not in known)
+    m = onnx.shape_inference.infer_shapes(m)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*m.graph.input, *m.graph.output, *m.graph.value_info]}
+    types.update({i.name: i.data_type for i in m.graph.initializer})
+    for n in m.graph.node:
+        if n.op_type == "Constant" and n.output[0] not in types:
+            for a in n.attribute:
+                if a.name == "value":
+                    types[n.output[0]] = a.t.data_type
+    return types
+
+
+def _check_io_float32(model: onnx.ModelProto, precision: str) -> None:
+    for v in [*model.graph.input, *model.graph.output]:
+        t = v.type.tensor_type.elem_type
+        if t in (TensorProto.FLOAT16, TensorProto.BFLOAT16):
+            raise ExportError(
+                f"{precision}: graph input/output {v.name} became {TensorProto.DataType.Name(t)}. "
+                "Expected float32 interfaces (the manifest interface is unchanged)."
+            )

@@ -1,0 +1,10 @@
+"""Backends: one protocol (base.Backend), opened by name with :func:`open_backend`.
+
+``torch``        the PyTorch reference modules (imports torch; the reference)
+``onnxruntime``  the portable ONNX on ONNX Runtime (IOBinding; states stay in OrtValues)
+``tensorrt``     the TensorRT engine with the AOT plugins (pycuda; ping-pong state buffers)
+"""
+
+from vdeblur.runtime.backends.base import BACKENDS, Backend, open_backend
+
+__all__ = ["BACKENDS", "Backend", "open_backend"]

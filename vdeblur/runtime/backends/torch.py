@@ -1,0 +1,90 @@
+"""The torch backend: the PyTorch reference modules themselves (imports torch when opened).
+
+It rebuilds the model from the manifest (family, configuration, checkpoint; random weights are
+re-created with the export's seed), takes its step module (export/stepgraph.py) and runs it with
+the state kept as torch tensors. On CUDA the plugin ops run their Triton kernels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vdeblur.errors import BackendError
+from vdeblur.runtime.backends._common import Interface
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, artifact: str | Path, precision: str = "fp32", device: str = "auto") -> None:
+        import torch
+
+        from vdeblur.export.stepgraph import step_module
+        from vdeblur.models import create, load_checkpoint
+
+        if precision != "fp32":
+            raise BackendError(f"torch backend: precision {precision!r} is not supported. It runs the fp32 reference.")
+        self.iface = Interface(artifact)
+        info = self.iface.manifest.model
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        torch.manual_seed(0)  # same seed as the export: random weights are the same weights
+        model = create(info["family"], **info["config"])
+        checkpoint = info.get("checkpoint")
+        if checkpoint:
+            if not Path(checkpoint["path"]).is_file():
+                raise BackendError(
+                    f"torch backend: the artifact's checkpoint {checkpoint['path']} is gone. It runs the model "
+                    "code itself and needs it; use the onnxruntime backend, or restore the file."
+                )
+            load_checkpoint(model, checkpoint["path"])
+        self._step, self._spec = step_module(model.to(self.device))
+        self.inputs = list(self._spec.input_names)
+        self.outputs = list(self._spec.output_names)
+        self._states: list[Any] | None = None
+        self._size: tuple[int, int, int] | None = None
+
+    def reset(self, batch: int, height: int, width: int) -> None:
+        self._states = self._spec.initial_states(batch, height, width, self.device)
+        self._size = (batch, height, width)
+
+    def step(self, frame: np.ndarray, flush: bool = False) -> np.ndarray:
+        import torch
+
+        if self._states is None or (frame.shape[0], frame.shape[2], frame.shape[3]) != self._size:
+            self.iface.check_frame(frame)
+            self.reset(frame.shape[0], frame.shape[2], frame.shape[3])
+        args = [torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)).to(self.device)]
+        if self._spec.flush.flag_input:
+            args.append(torch.full((frame.shape[0],), int(flush), dtype=torch.int32, device=self.device))
+        with torch.inference_mode():
+            out, *self._states = self._step(*args, *self._states)
+        return out.float().cpu().numpy()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        args = [torch.from_numpy(feeds[name]).to(self.device) for name in self.inputs]
+        with torch.inference_mode():
+            outs = self._step(*args)
+        return {name: o.cpu().numpy() for name, o in zip(self.outputs, outs, strict=True)}
+
+    def close(self) -> None:
+        self._states = None
+        self._size = None
+
+    def __enter__(self) -> TorchBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(artifact: str | Path, precision: str = "fp32", device: str = "auto", **options: Any) -> TorchBackend:  # noqa: A001
+    if options:
+        raise BackendError(f"torch backend: unknown options {sorted(options)}.")
+    return TorchBackend(artifact, precision=precision, device=device)

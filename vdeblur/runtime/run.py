@@ -1,0 +1,111 @@
+"""`vdeblur run` and `vdeblur compare`: streaming a video through an artifact, comparing backends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vdeblur.errors import UsageError
+from vdeblur.runtime.stream import Stream
+from vdeblur.runtime.video import FrameSink, iter_frames, probe_fps
+
+Progress = Callable[[str, float], None]
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    if not seconds:
+        return {k: 0.0 for k in ("min", "p50", "p90", "p99", "max", "mean")}
+    ms = np.asarray(seconds) * 1e3
+    return {"min": float(ms.min()), "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+            "p99": float(np.percentile(ms, 99)), "max": float(ms.max()), "mean": float(ms.mean())}
+
+
+def run_video(artifact: str | Path, source: str | Path, output: str | Path, backend: str = "onnxruntime",
+              precision: str = "fp32", device: str = "auto", progress: Progress | None = None) -> dict[str, Any]:
+    """Deblur a video file or image folder into a video file (H.264, same rate) or a PNG folder."""
+    fps_in = probe_fps(source)
+    latencies: list[float] = []
+    started = time.perf_counter()
+    with Stream(artifact, backend=backend, precision=precision, device=device) as stream, \
+            FrameSink(output, fps=fps_in) as sink:
+        count = 0
+        for frame in iter_frames(source):
+            t = time.perf_counter()
+            ready = stream.push(frame)
+            latencies.append(time.perf_counter() - t)
+            for _, out in ready:
+                sink.write(out)
+            count += 1
+            if progress is not None:
+                elapsed = time.perf_counter() - started
+                progress(f"{count} frames, {count / elapsed:.1f} fps", -1.0)
+        for _, out in stream.flush():
+            sink.write(out)
+        if sink.count != count:  # one output per input frame, always
+            raise UsageError(f"run: wrote {sink.count} frames for {count} inputs. This is a bug; please report it.")
+        sink.commit()
+    seconds = time.perf_counter() - started
+    return {"input": str(source), "output": str(output), "backend": backend, "precision": precision,
+            "frames": count, "seconds": round(seconds, 3), "fps": count / seconds if seconds else 0.0,
+            "input_fps": fps_in, "latency_ms": percentiles_ms(latencies)}
+
+
+def compare_backends(artifact: str | Path, backends: list[str], precision: str = "fp32", frames: int = 8,
+                     height: int | None = None, width: int | None = None, source: str | Path | None = None,
+                     device: str = "auto", tol: float | None = None) -> dict[str, Any]:
+    """Stream the same frames through each backend; PSNR, max error and fraction within tolerance per pair."""
+    from vdeblur.metrics import PIXEL_TOL, compare, json_safe
+
+    if len(backends) < 2:
+        raise UsageError("compare: needs at least two backends, e.g. --backends torch,onnxruntime.")
+    clip = _frames(artifact, frames, height, width, source)
+    outputs: dict[str, np.ndarray] = {}
+    skipped: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    for name in backends:
+        try:
+            with Stream(artifact, backend=name, precision=precision if name != "torch" else "fp32",
+                        device=device) as stream:
+                t = time.perf_counter()
+                outs = []
+                for f in clip:
+                    outs += stream.push(f)
+                outs += stream.flush()
+                timings[name] = time.perf_counter() - t
+        except Exception as e:  # noqa: BLE001 - a backend that cannot run here is reported, not fatal
+            from vdeblur.errors import VdeblurError
+
+            if not isinstance(e, VdeblurError):
+                raise
+            skipped[name] = str(e)
+            continue
+        outputs[name] = np.stack([o for _, o in outs])
+    pairs = []
+    names = list(outputs)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            metrics = compare(outputs[b], outputs[a], tol if tol is not None else PIXEL_TOL)
+            pairs.append({"a": a, "b": b, **{k: json_safe(v) for k, v in metrics.items()}})
+    return {"artifact": str(artifact), "precision": precision, "frames": len(clip),
+            "size": list(clip.shape[1:3]), "pairs": pairs, "skipped": skipped,
+            "seconds": {k: round(v, 3) for k, v in timings.items()}}
+
+
+def _frames(artifact: str | Path, frames: int, height: int | None, width: int | None,
+            source: str | Path | None) -> np.ndarray:
+    """(T, H, W, 3) float32 frames: from ``source`` (centre-cropped to H x W if given), else synthetic."""
+    if frames < 1:
+        raise UsageError(f"compare: --frames {frames} is invalid. Expected at least 1.")
+    if source is not None:
+        from vdeblur.runtime.video import load_frames
+
+        clip = load_frames(source, max_frames=frames, height=height, width=width)
+    else:
+        from vdeblur.runtime.synthetic import moving_texture
+
+        clip = moving_texture(frames, height or 128, width or 128)
+    return np.ascontiguousarray(clip.transpose(0, 2, 3, 1))
