@@ -143,6 +143,30 @@ def _cmd_compare(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return result, "\n".join(lines)
 
 
+def _cmd_bench(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from vdeblur.runtime.bench import bench, format_table
+
+    payload = bench(args.target, _csv(args.backends), _csv(args.precisions), height=args.height, width=args.width,
+                    frames=args.frames, warmup=args.warmup, device=args.device, report=args.report,
+                    progress=_ProgressBar(not args.json))
+    text = format_table(payload)
+    if args.report:
+        text += f"\nreport written to {args.report}/ (results.md, results.json, latency_vs_psnr.png)"
+    return payload, text
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", help="artifact directory, or a model (preset/family) exported with random weights")
+    p.add_argument("--backends", default="torch,onnxruntime", help="comma list (default torch,onnxruntime)")
+    p.add_argument("--precisions", default="fp32", help="comma list of fp32,fp16,bf16,int8,fp8 (default fp32)")
+    p.add_argument("--height", type=int, default=360, help="frame height (default 360)")
+    p.add_argument("--width", type=int, default=640, help="frame width (default 640)")
+    p.add_argument("--frames", type=int, default=20, help="timed frames per combination (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--report", help="directory for a Markdown table and a latency-vs-PSNR plot")
+
+
 def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", help="artifact directory written by `vdeblur export`")
     p.add_argument("input", help="video file (mp4/mkv/avi/mov) or folder of images")
@@ -193,9 +217,10 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], tuple[dict[str, A
     "build": ("build an engine for a backend from an artifact", _cmd_build),
     "run": ("deblur a video or image folder with an artifact", _cmd_run),
     "compare": ("stream the same frames through several backends and compare them", _cmd_compare),
+    "bench": ("latency, throughput, memory and PSNR per backend and precision", _cmd_bench),
 }
 _ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
-    "export": _add_export, "build": _add_build, "run": _add_run, "compare": _add_compare,
+    "export": _add_export, "build": _add_build, "run": _add_run, "compare": _add_compare, "bench": _add_bench,
 }
 
 

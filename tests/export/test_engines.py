@@ -105,8 +105,8 @@ def test_default_shapes() -> None:
     # 720 is not a multiple of 32: rounded up, with a note
     assert parse_shapes(None, 32) == ((256, 256), (736, 1280), (1088, 1920))
     assert shape_notes(None, 32) == [
-        "opt size 720x1280 rounded up to 736x1280 (the model pads frames to multiples of 32; "
-        "larger frames of the stream are padded to the same size)"]
+        "opt size 720x1280 rounded up to 736x1280 (the runtime pads frames to multiples of 32, "
+        "the graph sees the padded size)"]
 
 
 def test_shapes_are_parsed_and_rounded_up() -> None:

@@ -149,8 +149,8 @@ def _parse_shapes(text: str | None, pad_multiple: int) -> tuple[Shapes, list[str
     for name, (h, w) in zip(_SHAPE_NAMES, sizes, strict=True):
         hp, wp = _round_up(h, pad_multiple), _round_up(w, pad_multiple)
         if (hp, wp) != (h, w):
-            notes.append(f"{name} size {h}x{w} rounded up to {hp}x{wp} (the model pads frames to multiples of "
-                         f"{pad_multiple}; larger frames of the stream are padded to the same size)")
+            notes.append(f"{name} size {h}x{w} rounded up to {hp}x{wp} (the runtime pads frames to multiples "
+                         f"of {pad_multiple}, the graph sees the padded size)")
         rounded.append((hp, wp))
     return (rounded[0], rounded[1], rounded[2]), notes
 
@@ -916,6 +916,20 @@ class _Log:
         return self.errors[-1] if self.errors else "no error message; see the TensorRT log above"
 
 
+_PLUGINS_REGISTERED = False
+
+
+def _register_plugins_once() -> None:
+    """Register the vdeblur QDPs with TensorRT once per process (a second build in the same process
+    must not register them again)."""
+    global _PLUGINS_REGISTERED
+    if not _PLUGINS_REGISTERED:
+        from vdeblur.plugins.lowering import register_tensorrt_plugins
+
+        register_tensorrt_plugins()
+        _PLUGINS_REGISTERED = True
+
+
 def _build_tensorrt(p: BuildPlan, report: Progress) -> dict[str, Any]:
     """The TensorRT calls (TENSORRT.md, "Builder"); everything they need is in the plan."""
     trt = _import_tensorrt()
@@ -942,13 +956,11 @@ def _build_tensorrt(p: BuildPlan, report: Progress) -> dict[str, Any]:
         result["cache_hit"] = True
         return result
 
-    from vdeblur.plugins.lowering import register_tensorrt_plugins
-
     timings = result["timings_s"]
     log = _Log(trt)
     report("parsing the ONNX graph", 0.05)
     t = time.perf_counter()
-    register_tensorrt_plugins()
+    _register_plugins_once()
     builder = trt.Builder(log.logger)
     network = builder.create_network(flags.network_bits(trt))
     parser = trt.OnnxParser(network, log.logger)

@@ -551,12 +551,12 @@ def _quantize_ort(
     _check_io_float32(quantized, "int8")
     n_q = sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
     runs, why = _ort_cpu_check(dst)
+    kept = [n for n in float32_nodes(quantized) if n in set(keep)]
     notes = (f"QDQ int8 (per-channel weights, uint8 activations) on Conv/ConvTranspose; {n_q} Q nodes; "
              f"calibrated on {len(feeds)} steps ({frames.shape[0]} frames at {frames.shape[2]}x{frames.shape[3]}) "
-             f"with their streamed states; {len(keep)} sensitive nodes excluded")
+             f"with their streamed states; {len(kept)} sensitive nodes excluded")
     if not runs:
         notes += f"; ONNX Runtime CPU cannot run it ({why})"
-    kept = [n for n in float32_nodes(quantized) if n in set(keep)]
     return PrecisionResult("int8", str(dst), kept, "ort-qdq-static", runs, notes)
 
 

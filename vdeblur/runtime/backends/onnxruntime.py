@@ -56,16 +56,19 @@ class OnnxRuntimeBackend:
         self.iface = Interface(artifact)
         self.precision = precision
         self.device = resolve_device(device)
-        path, settings = self._graph(precision)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = getattr(
-            ort.GraphOptimizationLevel, settings.get("graph_optimization_level", "ORT_ENABLE_ALL"))
-        threads = threads or settings.get("intra_op_num_threads")
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else [
             "CPUExecutionProvider"]
+        path, settings = self._graph(precision, providers)
+        if settings:
+            from vdeblur.export.engines import ort_session_options
+
+            opts = ort_session_options(ort, settings["session_options"])
+        else:
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            opts.intra_op_num_threads = int(threads)
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # ORT raises its own exception types
@@ -76,14 +79,16 @@ class OnnxRuntimeBackend:
         self._binding: Any = None
         self._size: tuple[int, int, int] | None = None
 
-    def _graph(self, precision: str) -> tuple[Path, dict[str, Any]]:
-        """The built (optimised) model if `vdeblur build --backend onnxruntime` made one, else the graph."""
+    def _graph(self, precision: str, providers: list[str]) -> tuple[Path, dict[str, Any]]:
+        """The model `vdeblur build --backend onnxruntime` optimised, with its session settings, when it
+        was built for these providers (a CUDA-optimised model does not load on the CPU provider);
+        else the artifact's portable graph."""
         built = self.iface.artifact / "engines" / "onnxruntime" / precision
         settings_file = built / SESSION_SETTINGS
         if settings_file.is_file():
             settings = json.loads(settings_file.read_text())
             model = built / settings.get("model", "model.optimized.onnx")
-            if model.is_file():
+            if model.is_file() and settings.get("optimized_for") == providers:
                 return model, settings
         return self.iface.graph_path(precision, "portable"), {}
 
