@@ -167,6 +167,25 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", help="directory for a Markdown table and a latency-vs-PSNR plot")
 
 
+def _cmd_demo(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from vdeblur.demo import run_demo
+
+    result = run_demo(args.out, progress=_ProgressBar(not args.json))
+    clip = result["clip"]
+    lines = [f"vdeblur demo: {result['model']} on a held-out {clip['width']}x{clip['height']} clip of "
+             f"{clip['frames']} frames ({result['backend']}, {result['seconds']} s)", "",
+             f"{'precision':<10} {'PSNR blurry':>12} {'PSNR deblurred':>15} {'latency p50':>12} {'fps':>8}"]
+    for r in result["precisions"]:
+        lines.append(f"{r['precision']:<10} {r['psnr_blurry_db']:>9.2f} dB {r['psnr_deblurred_db']:>12.2f} dB "
+                     f"{r['latency_ms_p50']:>9.1f} ms {r['fps']:>8.2f}")
+    lines += ["", f"written to {result['out']}/: " + ", ".join(result["files"])]
+    return result, "\n".join(lines)
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="vdeblur-demo", help="output directory (default ./vdeblur-demo)")
+
+
 def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", help="artifact directory written by `vdeblur export`")
     p.add_argument("input", help="video file (mp4/mkv/avi/mov) or folder of images")
@@ -218,9 +237,11 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], tuple[dict[str, A
     "run": ("deblur a video or image folder with an artifact", _cmd_run),
     "compare": ("stream the same frames through several backends and compare them", _cmd_compare),
     "bench": ("latency, throughput, memory and PSNR per backend and precision", _cmd_bench),
+    "demo": ("the whole path on the bundled checkpoint and clip: export, build, stream, compare", _cmd_demo),
 }
 _ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "export": _add_export, "build": _add_build, "run": _add_run, "compare": _add_compare, "bench": _add_bench,
+    "demo": _add_demo,
 }
 
 

@@ -232,11 +232,11 @@ def test_bad_arguments_fail_clearly(exported: dict[str, Exported], tmp_path: Pat
 # --------------------------------------------------------------------------------------------
 
 
-def _graph(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto]) -> onnx.ModelProto:
+def _graph(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], y_shape: list[int]) -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)
     g = helper.make_graph(nodes, "g", [x], [y], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     onnx.checker.check_model(m, full_check=True)
     return m
 
@@ -258,7 +258,7 @@ def test_normaliser_tails_and_plugin_traces_stay_fp32(tmp_path: Path) -> None:
         helper.make_node("Softmax", ["sq"], ["s"], axis=1, name="softmax"),
         helper.make_node("Conv", ["s", "w"], ["y"], pads=[1, 1, 1, 1], name="conv2"),
     ]
-    model = _graph(nodes, [w, eps, axes])
+    model = _graph(nodes, [w, eps, axes], [1, 4, 8, 8])
     assert P.sensitive_nodes(model) == ["l2", "clip", "div", "traced", "softmax"]
     low = P.mixed_precision(model, "fp16", P.sensitive_nodes(model))
     assert P.float32_nodes(low) == ["l2", "clip", "div", "traced", "softmax"]
@@ -280,7 +280,7 @@ def test_learned_matmul_bounds_the_motion_search_cone() -> None:
         helper.make_node("ArgMax", ["corr"], ["idx"], axis=1, name="argmax"),
         helper.make_node("Cast", ["idx"], ["y"], to=TensorProto.FLOAT, name="cast"),
     ]
-    model = _graph(nodes, [w])
+    model = _graph(nodes, [w], [1, 1, 8, 8])
     assert P.sensitive_nodes(model) == ["corr", "argmax"]
 
 

@@ -546,8 +546,9 @@ def _quantize_ort(
         except Exception as e:  # the quantizer raises many types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ExportError(f"int8: onnxruntime quantize_static failed ({first}). Check the fp32 graph runs.") from e
-        shutil.copyfile(Path(tmp) / "int8.onnx", dst)
-    quantized = onnx.load(str(dst))
+        quantized = onnx.load(str(Path(tmp) / "int8.onnx"))
+    _bypass_qdq(quantized, set(keep))
+    onnx.save(quantized, str(dst))
     _check_io_float32(quantized, "int8")
     n_q = sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
     runs, why = _ort_cpu_check(dst)
@@ -558,6 +559,26 @@ def _quantize_ort(
     if not runs:
         notes += f"; ONNX Runtime CPU cannot run it ({why})"
     return PrecisionResult("int8", str(dst), kept, "ort-qdq-static", runs, notes)
+
+
+def _bypass_qdq(model: onnx.ModelProto, names: set[str]) -> int:
+    """Feed the nodes in ``names`` the float tensor itself where the quantizer gave them its
+    QuantizeLinear -> DequantizeLinear copy (a tensor shared with a quantised Conv gets one Q/DQ
+    pair for all its consumers). Returns the number of inputs rewired."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    rewired = 0
+    for node in model.graph.node:
+        if node.name not in names:
+            continue
+        for k, x in enumerate(node.input):
+            dq = producer.get(x)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[k] = q.input[0]
+                rewired += 1
+    return rewired
 
 
 @contextlib.contextmanager

@@ -386,9 +386,8 @@ def check_io(interface: Mapping[str, Any], info: EngineInfo, subject: str = "ten
     want_in, want_out = list(interface["input_names"]), list(interface["output_names"])
     if sorted(info.inputs) != sorted(want_in):
         problems.append(f"its inputs are {sorted(info.inputs)}, the manifest's {sorted(want_in)}")
-    missing = [n for n in want_out if n not in info.outputs]
-    if missing:
-        problems.append(f"it lacks the outputs {missing}")
+    if sorted(info.outputs) != sorted(want_out):  # every output needs a bound buffer
+        problems.append(f"its outputs are {sorted(info.outputs)}, the manifest's {sorted(want_out)}")
     if not problems:
         for s in interface["states"]:
             a, b = info.dtype(s["input_name"]), info.dtype(s["output_name"])
@@ -476,15 +475,15 @@ def select_engine(artifact: str | Path, precision: str = "fp32", shapes: Any = N
         sha = manifest_mod.read(artifact).graph(precision, "trt").sha256
         meta = choose_cached_engine(engines.list_engines(artifact), precision, sha, trt_version, gpu)
         if meta is not None:
-            path = Path(artifact) / engines.ENGINES / "tensorrt" / str(meta["engine"])
-            return EngineChoice(path, "cache", dict(meta))
+            cached = Path(artifact) / engines.ENGINES / "tensorrt" / str(meta["engine"])
+            return EngineChoice(cached, "cache", dict(meta))
     result = engines.build(artifact, "tensorrt", precision, shapes)
-    path = result.get("engine")
-    if not path or not Path(path).is_file():
-        raise BackendError(f"{artifact}: the TensorRT build returned no engine file ({path!r}). "
+    built = result.get("engine")
+    if not built or not Path(built).is_file():
+        raise BackendError(f"{artifact}: the TensorRT build returned no engine file ({built!r}). "
                            "Expected engines.build to write one; see `vdeblur build --backend tensorrt`.")
     sidecar = result.get("sidecar")
-    return EngineChoice(Path(path), "cache" if result.get("cache_hit") else "built",
+    return EngineChoice(Path(built), "cache" if result.get("cache_hit") else "built",
                         _read_json(Path(sidecar)) if sidecar else None)
 
 
@@ -898,6 +897,7 @@ class TensorRTBackend:
             for ptr in self._device:
                 self._cuda.free(ptr)
         self._device = []
+        self._host_in = self._host_out = self._host_flag = np.empty(0, np.float32)  # pinned: freed with them
         self._size = None
         self._flag = None
         self._states = []
