@@ -222,6 +222,8 @@ def test_bad_arguments_fail_clearly(exported: dict[str, Exported], tmp_path: Pat
         P.convert(e.path, dst, "int8", e.spec, e.calibration[0])
     with pytest.raises(UsageError, match=r"fp8: the onnxruntime quantizer does not make fp8"):
         P.convert(e.path, dst, "fp8", e.spec, e.calibration)
+    with pytest.raises(UsageError, match=r"mmprnn\.onnx: has inputs .* Pass the StepSpec the graph was exported"):
+        P.convert(e.path, dst, "fp16", exported["mtu"].spec)
     with pytest.raises(UsageError, match=r"missing\.onnx: no such file"):
         P.convert(tmp_path / "missing.onnx", dst, "fp16", e.spec)
     assert not dst.exists()

@@ -130,3 +130,18 @@ def test_register_all_plugins_with_tensorrt() -> None:
     registry = trt.get_plugin_registry()
     for name in ("Correlation", "CorrelationArgmax", "FlowWarp"):
         assert registry.get_creator(name, "1", "vdeblur") is not None
+
+
+def test_plugin_registration_path_does_not_import_torch() -> None:
+    # AOT engines need no Python at inference; registering the plugins in a TensorRT process must not
+    # drag torch in either.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vdeblur.plugins, vdeblur.plugins.lowering, vdeblur.plugins.correlation.trt, "
+        "vdeblur.plugins.correlation_argmax.trt, vdeblur.plugins.flow_warp.trt; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr

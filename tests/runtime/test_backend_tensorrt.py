@@ -279,6 +279,60 @@ class FakeEngine:
         self.contexts.append(ctx)
         return ctx
 
+    # the ICudaEngine queries engine_info() makes (dtypes stand for TensorRT's DataType)
+    @property
+    def num_io_tensors(self) -> int:
+        return len(self.info.tensors)
+
+    def get_tensor_name(self, i: int) -> str:
+        return list(self.info.tensors)[i]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return FakeTrt.TensorIOMode.INPUT if self.info.tensors[name].is_input else FakeTrt.TensorIOMode.OUTPUT
+
+    def get_tensor_dtype(self, name: str) -> np.dtype:
+        return self.info.dtype(name)
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return self.info.tensors[name].shape
+
+    def get_tensor_profile_shape(self, name: str, profile: int) -> list[tuple[int, ...]]:
+        assert profile == 0
+        return list(self.info.tensors[name].profile or ())
+
+
+class FakeTrt:
+    """The few names of the tensorrt module that open() and engine_info() use."""
+
+    __version__ = "10.13.0"
+
+    class TensorIOMode:
+        INPUT, OUTPUT = "INPUT", "OUTPUT"
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level: int) -> None:
+            self.level = level
+
+    def __init__(self, engine: FakeEngine | None) -> None:
+        self.engine = engine
+        self.deserialized: list[bytes] = []
+
+    @staticmethod
+    def nptype(dtype: Any) -> Any:
+        return dtype
+
+    def Runtime(self, logger: Any) -> Any:  # noqa: N802 - the tensorrt name
+        outer = self
+
+        class Runtime:
+            def deserialize_cuda_engine(self, data: bytes) -> FakeEngine | None:
+                outer.deserialized.append(data)
+                return outer.engine
+
+        return Runtime()
+
 
 def make_backend(tmp_path: Path, flag: bool = True, cuda_graphs: bool = True, fail_capture: bool = False,
                  copy_output: bool = True) -> tuple[TensorRTBackend, FakeCuda, FakeEngine]:
@@ -629,6 +683,42 @@ def test_open_argument_errors(tmp_path: Path) -> None:
         trt_backend.open(artifact, precision="fp64")
     with pytest.raises(BackendError, match=r"device 'cpu' is not supported"):
         trt_backend.open(artifact, device="cpu")
+
+
+def test_engine_info_reads_the_engine() -> None:
+    iface = interface()
+    want = toy_info(iface)
+    engine = FakeEngine(FakeCuda(), iface, want)
+    got = trt_backend.engine_info(FakeTrt(engine), engine)
+    assert got == want
+    assert got.inputs == iface["input_names"] and got.outputs == iface["output_names"]
+
+
+def test_open_wires_engine_cuda_and_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    artifact = write_artifact(tmp_path / "artifact")
+    iface = interface()
+    cuda = FakeCuda()
+    cuda.graph_error = None  # type: ignore[attr-defined]
+    cuda.gpu = lambda: {"name": "fake", "compute_capability": "9.0"}  # type: ignore[attr-defined]
+    fake_trt = FakeTrt(FakeEngine(cuda, iface, toy_info(iface)))
+    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(trt_backend, "PyCudaApi", lambda index, graphs=True: cuda)
+    plan = tmp_path / "toy.plan"
+    plan.write_bytes(b"serialized")
+    with trt_backend.open(artifact, device="cuda:0", engine=plan, register_plugins=False) as backend:
+        assert fake_trt.deserialized == [b"serialized"] and backend.engine_path == plan
+        xs = frames(5)
+        got = [backend.step(x) for x in xs]
+        np.testing.assert_allclose(got[-1], toy_reference(xs, [False] * 5, True)[-1], rtol=1e-6)
+        assert backend.cuda_graphs == "on" and cuda.calls["launch"] == 3
+    assert cuda.closed
+
+    # an engine TensorRT cannot deserialize: a clear error, and the CUDA side is released
+    cuda.closed = False
+    fake_trt.engine = None
+    with pytest.raises(BackendError, match=r"toy\.plan: TensorRT cannot deserialize this engine .* rebuild it"):
+        trt_backend.open(artifact, engine=plan, register_plugins=False)
+    assert cuda.closed
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -137,6 +138,10 @@ def convert(
     ``spec.pad_multiple`` here, as the runtime does); required for int8 and fp8.
     quantizer: "onnxruntime" (int8, CPU path) or "modelopt" (int8 / fp8 for TensorRT). fp16 and
     bf16 ignore it. Graph inputs and outputs stay float32 in every variant.
+
+    Raises UsageError (unknown precision or quantizer, missing file, graph and spec disagree, no or
+    malformed calibration frames, fp8 with the onnxruntime quantizer, int8 of a trt-lowered graph),
+    MissingDependencyError (modelopt absent: extra ``[quant]``), ExportError (a transform failed).
     """
     if precision not in PRECISIONS:
         raise UsageError(f"precision: {precision!r} is unknown. Expected one of {', '.join(PRECISIONS)}.")
@@ -146,6 +151,12 @@ def convert(
     if not src.is_file():
         raise UsageError(f"{src}: no such file. Expected the fp32 step graph written by the export.")
     model = _load(src)
+    names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
+    if names != (spec.input_names, spec.output_names):
+        raise UsageError(
+            f"{src}: has inputs {names[0]} and outputs {names[1]}, the spec says {spec.input_names} and "
+            f"{spec.output_names}. Pass the StepSpec the graph was exported with."
+        )
     if precision == "fp32":
         if src.resolve() != dst.resolve():
             shutil.copyfile(src, dst)
@@ -157,6 +168,9 @@ def convert(
         onnx.save(out, str(dst))
         runs, why = _ort_cpu_check(dst)
         notes = f"{len(kept)} nodes kept float32; graph inputs and outputs float32"
+        if runs and precision == "fp16":
+            notes += ("; ONNX Runtime CPU runs it by casting most fp16 nodes back to float32 (no speed-up "
+                      "there): the gain is on GPU backends")
         if not runs:
             notes += f"; ONNX Runtime CPU cannot run it ({why}): build it for TensorRT"
         return PrecisionResult(precision, str(dst), kept, f"mixed-{precision}", runs, notes)
@@ -545,7 +559,11 @@ def _quantize_ort(
                 )
         except Exception as e:  # the quantizer raises many types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ExportError(f"int8: onnxruntime quantize_static failed ({first}). Check the fp32 graph runs.") from e
+            hint = "Check that the fp32 graph runs on ONNX Runtime."
+            if "modelopt" in sys.modules:  # ModelOpt monkey-patches onnxruntime.quantization on import
+                hint = ("ModelOpt, imported in this process, patches onnxruntime.quantization: run the "
+                        "onnxruntime quantizer in a process that does not import modelopt.")
+            raise ExportError(f"int8: onnxruntime quantize_static failed ({first}). {hint}") from e
         quantized = onnx.load(str(Path(tmp) / "int8.onnx"))
     _bypass_qdq(quantized, set(keep))
     onnx.save(quantized, str(dst))

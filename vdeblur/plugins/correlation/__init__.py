@@ -1,1 +1,6 @@
-"""The `vdeblur::correlation` op: reference, Triton kernel, custom op, ONNX lowerings, TensorRT plugin."""
+"""The `vdeblur::Correlation` op: reference, Triton kernel, custom op, ONNX lowerings, TensorRT plugin.
+
+This package module stays free of torch (the TensorRT plugin registration imports it).
+"""
+
+OP_ID = "vdeblur::Correlation"

@@ -12,11 +12,15 @@ Grid: (cdiv(H*W, BLOCK), K, N).
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 import triton
 import triton.language as tl
 
 from vdeblur.plugins._trt import int_cdiv
+
+if TYPE_CHECKING:  # torch only for the launcher; the AOT path (TensorRT plugins) must not need it
+    import torch
 
 BLOCK = 64
 
@@ -60,12 +64,19 @@ def launch_grid(n, h, w, max_displacement: int, stride: int, cdiv=int_cdiv):  # 
     return (cdiv(h * w, BLOCK), 2 * (max_displacement // stride) + 1, n)
 
 
+def num_displacements(max_displacement: int, stride: int) -> int:
+    k = 2 * (max_displacement // stride) + 1
+    return k * k
+
+
 def kpad(max_displacement: int, stride: int) -> int:
     return triton.next_power_of_2(2 * (max_displacement // stride) + 1)
 
 
 def correlation(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int, stride: int = 1) -> torch.Tensor:
     """Launch the kernel (CUDA, or CPU under TRITON_INTERPRET=1). Shapes as in reference.correlation."""
+    import torch
+
     f1 = f1.contiguous()
     f2 = f2.contiguous()
     n, c, h, w = f1.shape

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from vdeblur.plugins import lowering
 from vdeblur.plugins._checks import check_feature, check_int, check_same
 from vdeblur.plugins._dispatch import reference_vjp, use_kernel
-from vdeblur.plugins.correlation import reference
-
-OP_ID = "vdeblur::Correlation"
-
-
-def num_displacements(max_displacement: int, stride: int) -> int:
-    k = 2 * (max_displacement // stride) + 1
-    return k * k
+from vdeblur.plugins.correlation import OP_ID, reference
+from vdeblur.plugins.correlation.kernel import num_displacements
+from vdeblur.plugins.lowering import use_reference
 
 
 @torch.library.custom_op(OP_ID, mutates_args=())
@@ -60,6 +54,6 @@ def correlation(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int, strid
     check_same(op, f1, f2, ("f1", "f2"), slice(0, 4))
     check_int(op, "max_displacement", max_displacement, 0)
     check_int(op, "stride", stride, 1)
-    if lowering.use_reference():
+    if use_reference():
         return reference.correlation(f1, f2, max_displacement, stride)
     return correlation_op(f1, f2, max_displacement, stride)

@@ -12,8 +12,7 @@ from typing import Any
 
 from vdeblur.plugins._trt import current_arch, dtype_name, import_trtp, int_cdiv
 from vdeblur.plugins.aot import CompiledKernel, compile_kernel, triton_dtype
-from vdeblur.plugins.correlation import kernel
-from vdeblur.plugins.correlation.op import OP_ID, num_displacements
+from vdeblur.plugins.correlation import OP_ID, kernel
 
 
 def aot_kernel(dtype: str, max_displacement: int, stride: int, arch: int) -> CompiledKernel:
@@ -39,7 +38,8 @@ def register() -> None:
     @trtp.register(OP_ID)
     def _desc(f1: trtp.TensorDesc, f2: trtp.TensorDesc, max_displacement: int, stride: int) -> trtp.TensorDesc:
         s = f1.shape_expr
-        return trtp.from_shape_expr((s[0], num_displacements(max_displacement, stride), s[2], s[3]), dtype=f1.dtype)
+        k2 = kernel.num_displacements(max_displacement, stride)
+        return trtp.from_shape_expr((s[0], k2, s[2], s[3]), dtype=f1.dtype)
 
     @trtp.autotune(OP_ID)
     def _tune(f1: trtp.TensorDesc, f2: trtp.TensorDesc, max_displacement: int, stride: int,

@@ -19,11 +19,15 @@ Grid: (cdiv(W, TILE), cdiv(H, TILE), N).
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 import triton
 import triton.language as tl
 
 from vdeblur.plugins._trt import int_cdiv
+
+if TYPE_CHECKING:  # torch only for the launcher; the AOT path (TensorRT plugins) must not need it
+    import torch
 
 TILE = 16
 EPS = 1e-12
@@ -107,6 +111,8 @@ def launch_grid(n, h, w, cdiv=int_cdiv):  # type: ignore[no-untyped-def]
 
 def correlation_argmax(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int, pool: int = 5) -> torch.Tensor:
     """Launch the fused kernel (CUDA, or CPU under TRITON_INTERPRET=1). Returns (N, 2, H, W) float32."""
+    import torch
+
     f1 = f1.contiguous()
     f2 = f2.contiguous()
     n, c, h, w = f1.shape

@@ -5,12 +5,10 @@ from __future__ import annotations
 import torch
 
 from vdeblur.errors import UsageError
-from vdeblur.plugins import lowering
 from vdeblur.plugins._checks import check_feature, check_int, check_same
 from vdeblur.plugins._dispatch import use_kernel
-from vdeblur.plugins.correlation_argmax import reference
-
-OP_ID = "vdeblur::CorrelationArgmax"
+from vdeblur.plugins.correlation_argmax import OP_ID, reference
+from vdeblur.plugins.lowering import use_reference
 
 
 @torch.library.custom_op(OP_ID, mutates_args=())
@@ -43,6 +41,6 @@ def correlation_argmax(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int
     check_int(op, "pool", pool, 1)
     if pool % 2 == 0:
         raise UsageError(f"{op}: pool={pool} is even. Expected an odd window (the pool is centred, stride 1).")
-    if lowering.use_reference():
+    if use_reference():
         return reference.correlation_argmax(f1, f2, max_displacement, pool)
     return correlation_argmax_op(f1.detach(), f2.detach(), max_displacement, pool)

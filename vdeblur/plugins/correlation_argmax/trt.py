@@ -9,8 +9,7 @@ from typing import Any
 
 from vdeblur.plugins._trt import current_arch, dtype_name, import_trtp, int_cdiv
 from vdeblur.plugins.aot import CompiledKernel, compile_kernel, triton_dtype
-from vdeblur.plugins.correlation_argmax import kernel
-from vdeblur.plugins.correlation_argmax.op import OP_ID
+from vdeblur.plugins.correlation_argmax import OP_ID, kernel
 
 
 def aot_kernel(dtype: str, max_displacement: int, pool: int, arch: int) -> CompiledKernel:

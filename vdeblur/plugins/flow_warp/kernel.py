@@ -10,11 +10,15 @@ Grid: (cdiv(H*W, BLOCK), N).
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 import triton
 import triton.language as tl
 
 from vdeblur.plugins._trt import int_cdiv
+
+if TYPE_CHECKING:  # torch only for the launcher; the AOT path (TensorRT plugins) must not need it
+    import torch
 
 BLOCK = 128
 
@@ -78,6 +82,8 @@ def launch_grid(n, h, w, cdiv=int_cdiv):  # type: ignore[no-untyped-def]
 
 def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
     """Launch the kernel (CUDA, or CPU under TRITON_INTERPRET=1). Shapes as in reference.flow_warp."""
+    import torch
+
     x = x.contiguous()
     flow = flow.contiguous()
     n, c, h, w = x.shape

@@ -5,13 +5,10 @@ from __future__ import annotations
 import torch
 
 from vdeblur.errors import ShapeError, UsageError
-from vdeblur.plugins import lowering
 from vdeblur.plugins._checks import check_feature, check_same
 from vdeblur.plugins._dispatch import reference_vjp, use_kernel
-from vdeblur.plugins.flow_warp import reference
-
-OP_ID = "vdeblur::FlowWarp"
-PADDING_MODES = ("zeros", "border")
+from vdeblur.plugins.flow_warp import OP_ID, PADDING_MODES, reference
+from vdeblur.plugins.lowering import use_reference
 
 
 @torch.library.custom_op(OP_ID, mutates_args=())
@@ -61,6 +58,6 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") 
         raise ShapeError(f"{op}: x is {x.shape[2]}x{x.shape[3]}. Expected H, W >= 2 (align_corners=True).")
     if padding_mode not in PADDING_MODES:
         raise UsageError(f"{op}: padding_mode={padding_mode!r} is unknown. Expected 'zeros' or 'border'.")
-    if lowering.use_reference():
+    if use_reference():
         return reference.flow_warp(x, flow, padding_mode)
     return flow_warp_op(x, flow, padding_mode)

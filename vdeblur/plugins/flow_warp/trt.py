@@ -11,8 +11,7 @@ from typing import Any
 from vdeblur.errors import UsageError
 from vdeblur.plugins._trt import current_arch, dtype_name, import_trtp, int_cdiv
 from vdeblur.plugins.aot import CompiledKernel, compile_kernel, triton_dtype
-from vdeblur.plugins.flow_warp import kernel
-from vdeblur.plugins.flow_warp.op import OP_ID, PADDING_MODES
+from vdeblur.plugins.flow_warp import OP_ID, PADDING_MODES, kernel
 
 
 def aot_kernel(dtype: str, padding_mode: str, arch: int) -> CompiledKernel:
