@@ -187,3 +187,39 @@ def test_cli_export_json(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )
     assert bad.returncode == 2 and "malformed. Expected key=value" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def calibration_pngs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import numpy as np
+
+    from vdeblur.runtime.synthetic import moving_texture
+    from vdeblur.runtime.video import encode_png
+
+    folder = tmp_path_factory.mktemp("calib")
+    for i, f in enumerate(moving_texture(6, 40, 56, seed=5)):
+        (folder / f"{i:03d}.png").write_bytes(encode_png((f.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)))
+    return folder
+
+
+def test_precision_variants_are_validated(tmp_path: Path, calibration_pngs: Path) -> None:
+    out = tmp_path / "art"
+    report = export_artifact("mtu2", out, overrides=MTU, plugins="trt", precisions=["fp16", "int8", "bf16"],
+                             calibration=calibration_pngs, **SIZE)
+    m = manifest_mod.read(out)
+    have = {(g.precision, g.lowering) for g in m.graphs}
+    assert have == {("fp32", "portable"), ("fp32", "trt"), ("fp16", "portable"), ("fp16", "trt"),
+                    ("int8", "portable"), ("bf16", "portable"), ("bf16", "trt")}
+    results = report["validation"]["results"]
+    for precision in ("fp16", "int8"):
+        psnr = results[precision]["psnr_db"]
+        print(precision, psnr)
+        assert psnr == "inf" or psnr >= 35.0
+        assert m.graph(precision).psnr_db == psnr
+    assert results["bf16"]["runs_on_ort_cpu"] is False  # recorded, with the reason in the notes
+    kept = m.graph("fp16").kept_fp32
+    fp16 = onnx.load(str(out / m.graph("fp16").file))
+    argmax = [n.name for n in fp16.graph.node if n.op_type == "ArgMax"]
+    assert argmax and set(argmax) <= set(kept)  # the motion search stays in fp32
+    assert any("int8" in note for note in report["validation"]["notes"])
+    assert (out / "model.portable.int8.onnx").is_file()

@@ -299,3 +299,34 @@ def test_specs_are_untouched(exported: dict[str, Exported]) -> None:
         assert [i.name for i in out.graph.input] == e.spec.input_names
         assert [o.name for o in out.graph.output] == e.spec.output_names
         assert set(io_types(out).values()) <= {TensorProto.FLOAT, TensorProto.INT32}
+
+
+def test_trt_lowering_keeps_plugin_nodes_and_their_flow_in_fp32(tmp_path: Path) -> None:
+    """A graph of the trt lowering: the plugin nodes and the flow between them stay float32."""
+    from vdeblur.plugins.lowering import plugin_nodes
+
+    for node in plugin_nodes().values():
+        node.register_schema()
+    plugin = {"plugin_namespace": "vdeblur", "plugin_version": "1", "aot": 1}
+    w = numpy_helper.from_array(np.ones((4, 4, 3, 3), np.float32), "w")
+    four = numpy_helper.from_array(np.array(4.0, np.float32), "four")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["f"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("CorrelationArgmax", ["f", "f"], ["flow"], domain="vdeblur", name="search",
+                         max_displacement=2, pool=5, **plugin),
+        helper.make_node("Mul", ["flow", "four"], ["flow4"], name="scale"),
+        helper.make_node("FlowWarp", ["f", "flow4"], ["warped"], domain="vdeblur", name="warp",
+                         padding_mode="zeros", **plugin),
+        helper.make_node("Conv", ["warped", "w"], ["y"], pads=[1, 1, 1, 1], name="conv2"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], [w, four]), ir_version=10,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("vdeblur", 1)],
+    )
+    assert P.sensitive_nodes(model) == ["search", "scale", "warp"]
+    low = P.mixed_precision(model, "fp16", P.sensitive_nodes(model))
+    assert P.float32_nodes(low) == ["search", "scale", "warp"]
+    assert conv_weight_types(low) == {TensorProto.FLOAT16}
+    assert io_types(low) == {"x": TensorProto.FLOAT, "y": TensorProto.FLOAT}

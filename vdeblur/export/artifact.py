@@ -245,8 +245,14 @@ def _precision_variants(
         stem = Path(fp32.file).name[: -len(".onnx")]
         dst = staging / f"{stem}.{precision}.onnx"
         if fp32.lowering == "trt" and precision in ("int8", "fp8"):
-            continue  # calibration needs a runtime that executes the plugin nodes; see README
-        result = precision_mod.convert(staging / fp32.file, dst, precision, spec, calib)
+            # Calibrating the trt graph needs a runtime that executes its plugin nodes (TensorRT).
+            validation.setdefault("notes", []).append(
+                f"{precision}: no trt-lowered variant (calibration needs TensorRT to run the plugin nodes); "
+                f"the portable {precision} graph is in the artifact."
+            )
+            continue
+        quantizer = "modelopt" if precision == "fp8" else "onnxruntime"  # fp8 Q/DQ come from NVIDIA ModelOpt
+        result = precision_mod.convert(staging / fp32.file, dst, precision, spec, calib, quantizer=quantizer)
         entry = GraphEntry(dst.name, precision, fp32.lowering, sha256_file(dst), kept_fp32=list(result.kept_fp32))
         if fp32.lowering == "portable":
             info: dict[str, Any] = {"method": result.method, "runs_on_ort_cpu": result.runs_on_ort_cpu,

@@ -169,8 +169,8 @@ def convert(
         runs, why = _ort_cpu_check(dst)
         notes = f"{len(kept)} nodes kept float32; graph inputs and outputs float32"
         if runs and precision == "fp16":
-            notes += ("; ONNX Runtime CPU runs it by casting most fp16 nodes back to float32 (no speed-up "
-                      "there): the gain is on GPU backends")
+            notes += ("; no speed-up on ONNX Runtime CPU, which casts fp16 nodes lacking CPU kernels to float32 "
+                      "(the gain is on GPU backends)")
         if not runs:
             notes += f"; ONNX Runtime CPU cannot run it ({why}): build it for TensorRT"
         return PrecisionResult(precision, str(dst), kept, f"mixed-{precision}", runs, notes)
@@ -372,7 +372,7 @@ def mixed_precision(model: onnx.ModelProto, precision: str, keep: Iterable[str])
 
     new_nodes: list[onnx.NodeProto] = []
     converted: dict[tuple[str, int], str] = {}
-    suffix = {low: precision, _FLOAT: "fp32"}
+    suffix: dict[int, str] = {int(low): precision, int(_FLOAT): "fp32"}
     for n in nodes:
         for k, x in enumerate(n.input):
             if not x or x not in dtype or n.op_type in _ANY_INPUT:
@@ -394,6 +394,7 @@ def mixed_precision(model: onnx.ModelProto, precision: str, keep: Iterable[str])
     del graph.node[:]
     graph.node.extend(new_nodes)
     del graph.value_info[:]
+    _seed_plugin_types(model)
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
         onnx.checker.check_model(model, full_check=True)
@@ -731,11 +732,7 @@ def _name_nodes(model: onnx.ModelProto) -> None:
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every value of a flat graph; plugin outputs are taken as float32."""
     m = onnx.ModelProto.FromString(model.SerializeToString())
-    known = {v.name for v in [*m.graph.input, *m.graph.output, *m.graph.value_info]}
-    for n in m.graph.node:
-        if n.domain not in ("", "ai.onnx"):
-            m.graph.value_info.extend(helper.make_tensor_value_info(o, _FLOAT, None) for o in n.output
-                                      if o and o not in known)
+    _seed_plugin_types(m)
     m = onnx.shape_inference.infer_shapes(m)
     types = {v.name: v.type.tensor_type.elem_type for v in [*m.graph.input, *m.graph.output, *m.graph.value_info]}
     types.update({i.name: i.data_type for i in m.graph.initializer})
@@ -745,6 +742,17 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
                 if a.name == "value":
                     types[n.output[0]] = a.t.data_type
     return types
+
+
+def _seed_plugin_types(model: onnx.ModelProto) -> None:
+    """Declare the outputs of custom-domain (plugin) nodes float32 in value_info, so that shape
+    inference can type what follows them (the plugins compute, and are kept, in float32)."""
+    known = {v.name for v in [*model.graph.input, *model.graph.output, *model.graph.value_info]}
+    for n in model.graph.node:
+        if n.domain not in ("", "ai.onnx"):
+            model.graph.value_info.extend(
+                helper.make_tensor_value_info(o, _FLOAT, None) for o in n.output if o and o not in known
+            )
 
 
 def _check_io_float32(model: onnx.ModelProto, precision: str) -> None:
