@@ -160,17 +160,20 @@ def poses(trajectory: dict[str, np.ndarray], times: np.ndarray) -> dict[str, np.
 
 
 def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Sample (H, W, C) at float coordinates (any shape, edge-clamped) -> (..., C)."""
-    h, w = img.shape[:2]
+    """Sample (H, W, C) at float coordinates (any shape, edge-clamped) -> (..., C) float32."""
+    h, w, c = img.shape
     x = np.clip(x, 0.0, w - 1.0)
     y = np.clip(y, 0.0, h - 1.0)
-    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2) if w > 1 else np.zeros(x.shape, np.int64)
-    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2) if h > 1 else np.zeros(y.shape, np.int64)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    wx = (x - x0)[..., None].astype(np.float32)
-    wy = (y - y0)[..., None].astype(np.float32)
-    top = img[y0, x0] * (1 - wx) + img[y0, x1] * wx
-    bottom = img[y1, x0] * (1 - wx) + img[y1, x1] * wx
+    x0 = np.minimum(np.floor(x), max(w - 2, 0)).astype(np.int64)
+    y0 = np.minimum(np.floor(y), max(h - 2, 0)).astype(np.int64)
+    dx = 1 if w > 1 else 0
+    dy = w if h > 1 else 0
+    wx = (x - x0).astype(np.float32)[..., None]
+    wy = (y - y0).astype(np.float32)[..., None]
+    flat = img.reshape(-1, c)
+    i00 = y0 * w + x0
+    top = flat[i00] * (1 - wx) + flat[i00 + dx] * wx
+    bottom = flat[i00 + dy] * (1 - wx) + flat[i00 + dy + dx] * wx
     return top * (1 - wy) + bottom * wy
 
 
@@ -205,6 +208,27 @@ def make_clip(
     randomness (same arguments -> same arrays); settings / overrides: :class:`BlurSettings`
     (e.g. ``speed=10.0``; ``subframes`` here overrides ``settings.subframes``).
     Returns (blurry, sharp), each float32 (T, 3, height, width) in [0, 1].
+    """
+    blurry, sharp, _ = render_clip(image, frames, height, width, subframes, seed, settings, **overrides)
+    return blurry, sharp
+
+
+def render_clip(
+    image: np.ndarray,
+    frames: int,
+    height: int,
+    width: int,
+    subframes: int = 9,
+    seed: int = 0,
+    settings: BlurSettings | None = None,
+    **overrides: Any,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """:func:`make_clip` plus a description of the camera: (blurry, sharp, info).
+
+    info: "settings" (the BlurSettings used, as a dict), "magnification" (source pixels per
+    output pixel), "origin" (source pixel of the frame centre at time 0, x and y), "speed_px"
+    (mean image motion per frame at the frame centre, output pixels), "blur_px" (mean motion
+    during one exposure, output pixels).
     """
     base = settings or BlurSettings()
     unknown = sorted(set(overrides) - set(BlurSettings.__dataclass_fields__))
@@ -263,7 +287,17 @@ def make_clip(
     if s.noise > 0:
         noise_rng = np.random.default_rng([seed, 1])
         blurry = np.clip(blurry + noise_rng.normal(0.0, s.noise, blurry.shape).astype(np.float32), 0.0, 1.0)
-    return blurry, sharp
+    centre_path = np.stack((pose["cx"][:, -1], pose["cy"][:, -1]), axis=1)
+    exposure_path = np.stack((pose["cx"][:, s.subframes - 1] - pose["cx"][:, 0],
+                              pose["cy"][:, s.subframes - 1] - pose["cy"][:, 0]), axis=1)
+    info = {
+        "settings": s.as_dict(),
+        "magnification": float(k),
+        "origin": [float(ox), float(oy)],
+        "speed_px": float(np.linalg.norm(np.diff(centre_path, axis=0), axis=1).mean()) if frames > 1 else 0.0,
+        "blur_px": float(np.linalg.norm(exposure_path, axis=1).mean()),
+    }
+    return blurry, sharp, info
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,15 +323,25 @@ def _skimage_data() -> Any:
     return skimage.data
 
 
-def natural_images(grey: bool = False, min_size: int = 300) -> list[tuple[str, np.ndarray]]:
+def natural_images(grey: bool = False, min_size: int = 300, names: Sequence[str] | None = None
+                   ) -> list[tuple[str, np.ndarray]]:
     """scikit-image's bundled natural images usable as sources: [(name, uint8 (H, W, 3))].
 
-    Colour photographs with both sides >= ``min_size``, in a fixed order; with ``grey`` also the
-    grey natural images (replicated to three channels). Needs no network (bundled files only).
+    Colour photographs (:data:`COLOUR_IMAGES`) with both sides >= ``min_size``, in a fixed order;
+    with ``grey`` also the grey natural images (:data:`GREY_IMAGES`, replicated to three channels);
+    ``names`` restricts the list. Needs no network (files bundled with scikit-image only; an image
+    that this scikit-image version does not bundle is skipped).
     """
     data = _skimage_data()
+    wanted = COLOUR_IMAGES + (GREY_IMAGES if grey else ())
+    if names is not None:
+        unknown = sorted(set(names) - set(COLOUR_IMAGES + GREY_IMAGES))
+        if unknown:
+            raise UsageError(f"natural_images: unknown image(s) {', '.join(unknown)}. "
+                             f"Expected some of: {', '.join(COLOUR_IMAGES + GREY_IMAGES)}.")
+        wanted = tuple(n for n in COLOUR_IMAGES + GREY_IMAGES if n in names)
     out: list[tuple[str, np.ndarray]] = []
-    for name in COLOUR_IMAGES + (GREY_IMAGES if grey else ()):
+    for name in wanted:
         try:
             img = getattr(data, name)()
         except (AttributeError, OSError, ModuleNotFoundError, ValueError):
@@ -343,6 +387,20 @@ def split_sources(
             raise UsageError(f"split_sources: held_out={held_out} is invalid for {n} sources. Expected 0..{n - 1}.")
         count = held_out
     chosen = set(sorted(names, key=lambda nm: _rank(nm, seed))[:count])
-    train = [it for it, nm in zip(items, names) if nm not in chosen]
-    test = [it for it, nm in zip(items, names) if nm in chosen]
+    train = [it for it, nm in zip(items, names, strict=True) if nm not in chosen]
+    test = [it for it, nm in zip(items, names, strict=True) if nm in chosen]
     return train, test
+
+
+# The split used by the bundled demo checkpoint and clip: holds out "coffee" and "rocket".
+DEMO_SPLIT_SEED = 2
+
+
+def demo_sources(grey: bool = True) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
+    """(train, held_out) sources of the bundled demo model: a quarter of the colour images held
+    out (:func:`split_sources` with seed :data:`DEMO_SPLIT_SEED`); the grey images (with ``grey``)
+    are training-only."""
+    train, held = split_sources(natural_images(), 0.25, seed=DEMO_SPLIT_SEED)
+    if grey:
+        train = train + natural_images(names=GREY_IMAGES)
+    return train, held
