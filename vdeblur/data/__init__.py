@@ -1,5 +1,7 @@
-"""Training and demo data: synthetic motion blur from still images (see :mod:`.synthetic_blur`)."""
+"""Training and demo data: synthetic motion blur from still images (see :mod:`.synthetic_blur`) and
+the bundled demo assets (see :mod:`.demo`). Needs numpy only (scikit-image for the source images)."""
 
+from vdeblur.data.demo import DEMO_DIR, DemoAssets, demo_assets
 from vdeblur.data.synthetic_blur import (
     COLOUR_IMAGES,
     DEMO_SPLIT_SEED,
@@ -16,6 +18,9 @@ from vdeblur.data.synthetic_blur import (
 )
 
 __all__ = [
+    "DEMO_DIR",
+    "DemoAssets",
+    "demo_assets",
     "COLOUR_IMAGES",
     "DEMO_SPLIT_SEED",
     "GREY_IMAGES",

@@ -47,3 +47,16 @@ def current_arch() -> int:
 
 def int_cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def aot_result(trtp: Any, kernel: Any, grid: tuple[Any, Any, Any], scalars: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The return value of an ``@trtp.aot_impl``: (name, PTX, launch parameters, extra int scalars).
+
+    kernel: a :class:`vdeblur.plugins.aot.CompiledKernel`; grid and scalars: ints or shape expressions.
+    """
+    params = trtp.KernelLaunchParams()
+    params.grid_x, params.grid_y, params.grid_z = grid
+    params.block_x = kernel.block_x
+    params.shared_mem = kernel.shared_mem
+    extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in scalars])
+    return kernel.name.encode(), kernel.ptx.encode(), params, extra

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vdeblur.errors import UsageError
-from vdeblur.plugins._trt import current_arch, dtype_name, import_trtp, int_cdiv
+from vdeblur.plugins._trt import aot_result, current_arch, dtype_name, import_trtp, int_cdiv
 from vdeblur.plugins.aot import CompiledKernel, compile_kernel, triton_dtype
 from vdeblur.plugins.flow_warp import OP_ID, PADDING_MODES, kernel
 
@@ -50,10 +50,4 @@ def register() -> None:
              ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
         ck = aot_kernel(dtype_name(trt, x.dtype), padding_mode, current_arch())
         s = x.shape_expr
-        grid, scalars = launch(s[0], s[1], s[2], s[3], trtp.cdiv)
-        params = trtp.KernelLaunchParams()
-        params.grid_x, params.grid_y, params.grid_z = grid
-        params.block_x = ck.block_x
-        params.shared_mem = ck.shared_mem
-        extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in scalars])
-        return ck.name.encode(), ck.ptx.encode(), params, extra
+        return aot_result(trtp, ck, *launch(s[0], s[1], s[2], s[3], trtp.cdiv))  # type: ignore[return-value]

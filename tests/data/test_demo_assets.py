@@ -1,0 +1,62 @@
+"""The bundled demo assets: small, loadable, lossless, and the model deblurs the held-out clip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vdeblur.data import DEMO_DIR, demo_assets
+from vdeblur.errors import UsageError
+from vdeblur.metrics import psnr
+from vdeblur.models import create, load_checkpoint, run_clip
+from vdeblur.runtime.video import iter_frames
+
+pytestmark = pytest.mark.skipif(not (DEMO_DIR / "mtu_demo.pth").is_file(), reason="demo assets not generated")
+
+
+def test_assets_are_small() -> None:
+    total = sum(p.stat().st_size for p in DEMO_DIR.iterdir() if p.is_file())
+    assert total < 8 * 1024 * 1024
+
+
+def test_missing_assets_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="missing"):
+        demo_assets(tmp_path)
+
+
+def test_checkpoint_is_a_raw_official_state_dict() -> None:
+    assets = demo_assets()
+    state = torch.load(assets.checkpoint, weights_only=True, map_location="cpu")
+    model = create(assets.preset)
+    assert set(state) == set(model.state_dict())
+    report = load_checkpoint(model, assets.checkpoint)
+    assert (report.format, report.container, report.stripped_prefix) == ("torch", "raw", None)
+    assert report.loaded == len(state) and not report.dropped
+    log = json.loads(assets.training_log.read_text())
+    assert log["preset"] == assets.preset
+    assert log["final_eval"]["gain_db"] >= 1.0
+
+
+def test_clip_decodes_and_matches_metadata() -> None:
+    assets = demo_assets()
+    meta = assets.clip_meta
+    blurry = np.stack(list(iter_frames(assets.blurry)))
+    sharp = np.stack(list(iter_frames(assets.sharp)))
+    assert blurry.shape == sharp.shape == (meta["frames"], meta["height"], meta["width"], 3)
+    assert psnr(blurry / 255.0, sharp / 255.0) == pytest.approx(meta["psnr_blurry_vs_sharp_db"], abs=1e-3)
+
+
+def test_demo_model_deblurs_the_held_out_clip() -> None:
+    assets = demo_assets()
+    frames = 6
+    blurry = np.stack(list(iter_frames(assets.blurry, frames))) / np.float32(255.0)
+    sharp = np.stack(list(iter_frames(assets.sharp, frames))) / np.float32(255.0)
+    blurry_t = torch.from_numpy(np.ascontiguousarray(blurry.transpose(0, 3, 1, 2), dtype=np.float32))[None]
+    model = create(assets.preset)
+    load_checkpoint(model, assets.checkpoint)
+    out = run_clip(model, blurry_t)[0].numpy().transpose(0, 2, 3, 1)
+    assert psnr(out, sharp) > psnr(blurry, sharp) + 0.5
