@@ -7,7 +7,8 @@ between steps, TensorRT ping-pong device buffers):
 - :meth:`Backend.reset` (re)allocates the state tensors at their initial values for frames of a
   padded size (Hp, Wp) (a stream calls it at its first frame and on a resolution change);
 - :meth:`Backend.step` feeds one padded frame (N, 3, Hp, Wp) float32 and returns the output frame
-  of the step (N, 3, Hp, Wp), float32, the state updated in place;
+  of the step (N, 3, Hp, Wp), float32, the state updated in place (the array may be a buffer the
+  backend reuses at the next step: copy it to keep it);
 - :meth:`Backend.run` is the stateless escape hatch: every input by name -> every output by name.
 
 Backends are context managers (``close`` releases sessions and device memory). This module does

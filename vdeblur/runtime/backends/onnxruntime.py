@@ -102,8 +102,18 @@ class OnnxRuntimeBackend:
             [ort.OrtValue.ortvalue_from_numpy(s.initial_array(), dev, 0) for s in self._states],
             [ort.OrtValue.ortvalue_from_shape_and_type(s.shape, s.dtype, dev, 0) for s in self._states],
         ]
-        self._frame = ort.OrtValue.ortvalue_from_shape_and_type((batch, 3, height, width), np.float32, dev, 0)
-        self._out = ort.OrtValue.ortvalue_from_shape_and_type((batch, 3, height, width), np.float32, dev, 0)
+        shape = (batch, 3, height, width)
+        if dev == "cpu":
+            # OrtValues over our own numpy buffers: the frame is copied in with np.copyto and the
+            # output is read where ONNX Runtime wrote it; nothing is allocated per frame.
+            self._frame_host = np.zeros(shape, np.float32)
+            self._out_host = np.zeros(shape, np.float32)
+            self._frame = ort.OrtValue.ortvalue_from_numpy(self._frame_host)
+            self._out = ort.OrtValue.ortvalue_from_numpy(self._out_host)
+        else:
+            self._frame_host = self._out_host = None
+            self._frame = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, dev, 0)
+            self._out = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, dev, 0)
         self._flag_values = None
         if self.iface.flag_input:
             self._flag_values = [
@@ -117,7 +127,10 @@ class OnnxRuntimeBackend:
         if self._size is None or frame.shape != (self._size[0], 3, self._size[1], self._size[2]):
             self.iface.check_frame(frame)
             self.reset(frame.shape[0], frame.shape[2], frame.shape[3])
-        self._frame.update_inplace(np.ascontiguousarray(frame, dtype=np.float32))
+        if self._frame_host is not None:
+            np.copyto(self._frame_host, frame)
+        else:
+            self._frame.update_inplace(np.ascontiguousarray(frame, dtype=np.float32))
         b = self._binding
         read, write = self._sets[self._parity], self._sets[1 - self._parity]
         b.bind_ortvalue_input(self.iface.frame_input, self._frame)
@@ -130,7 +143,8 @@ class OnnxRuntimeBackend:
             b.bind_ortvalue_output(s.output_name, v)
         self.session.run_with_iobinding(b)
         self._parity = 1 - self._parity
-        return self._out.numpy()
+        # On the CPU this is the bound buffer itself, overwritten by the next step: copy to keep it.
+        return self._out_host if self._out_host is not None else self._out.numpy()
 
     # ----- stateless ---------------------------------------------------------------------
 
