@@ -109,7 +109,14 @@ def _cmd_build(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
     result = build(args.artifact, args.backend, precision=args.precision, shapes=args.shapes,
                    dry_run=args.dry_run, progress=_ProgressBar(not args.json))
-    lines = [f"{k}: {v}" for k, v in result.items() if not isinstance(v, (dict, list))]
+    lines = [f"{k}: {v}" for k, v in result.items() if not isinstance(v, (dict, list)) and v is not None]
+    plan = result.get("plan")
+    if plan:
+        lines += [f"onnx: {plan['onnx']} ({plan['lowering']}), plugins: {', '.join(plan['plugins']) or 'none'}",
+                  "optimisation profile (min / opt / max):"]
+        for name, prof in plan["profiles"].items():
+            lines.append(f"  {name:<12} {prof['min']} / {prof['opt']} / {prof['max']}")
+        lines += [f"note: {n}" for n in plan.get("notes", [])]
     return result, "\n".join(lines)
 
 
