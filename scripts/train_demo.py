@@ -56,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--subframes", type=int, default=9, help="sharp sub-frames averaged per blurry frame")
     p.add_argument("--speed-min", type=float, default=2.0, help="camera speed range (px/frame) of training clips")
     p.add_argument("--speed-max", type=float, default=12.0)
+    p.add_argument("--min-detail", type=float, default=0.02,
+                   help="resample training crops whose sharp frames have less mean |gradient| than this")
+    p.add_argument("--exclude", default="retina,moon,clock,cell",
+                   help="training sources to leave out (comma-separated; low-detail images)")
     p.add_argument("--lr", type=float, default=5e-4, help="peak Adam learning rate (cosine decay)")
     p.add_argument("--warmup", type=int, default=30, help="linear warm-up iterations")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
@@ -74,24 +78,32 @@ def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Te
     return torch.sqrt((x - y) ** 2 + eps * eps).mean()
 
 
+def detail(frames: np.ndarray) -> float:
+    """Mean absolute horizontal + vertical difference of (..., H, W) frames."""
+    return float(np.abs(np.diff(frames, axis=-1)).mean() + np.abs(np.diff(frames, axis=-2)).mean())
+
+
 def training_batch(rng: np.random.Generator, sources: list[tuple[str, np.ndarray, bool]],
                    args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     """(blurry, sharp) (B, T, 3, crop, crop): random source, trajectory, blur strength, flips."""
     blurry, sharp = [], []
     for _ in range(args.batch):
-        _, img, colour = sources[int(rng.integers(len(sources)))]
-        if rng.random() < 0.5:
-            img = img[:, ::-1]
-        if colour:  # random channel order
-            img = img[..., rng.permutation(3)]
-        settings = BlurSettings(
-            speed=float(rng.uniform(args.speed_min, args.speed_max)),
-            rotation=float(rng.uniform(0.0, 0.6)),
-            zoom=float(rng.uniform(0.0, 0.01)),
-            exposure=float(rng.uniform(0.6, 1.0)),
-        )
-        b, s = make_clip(np.ascontiguousarray(img), args.frames, args.crop, args.crop, args.subframes,
-                         seed=int(rng.integers(2**31)), settings=settings)
+        for _attempt in range(10):
+            _, img, colour = sources[int(rng.integers(len(sources)))]
+            if rng.random() < 0.5:
+                img = img[:, ::-1]
+            if colour:  # random channel order
+                img = img[..., rng.permutation(3)]
+            settings = BlurSettings(
+                speed=float(rng.uniform(args.speed_min, args.speed_max)),
+                rotation=float(rng.uniform(0.0, 0.6)),
+                zoom=float(rng.uniform(0.0, 0.01)),
+                exposure=float(rng.uniform(0.6, 1.0)),
+            )
+            b, s = make_clip(np.ascontiguousarray(img), args.frames, args.crop, args.crop, args.subframes,
+                             seed=int(rng.integers(2**31)), settings=settings)
+            if detail(s) >= args.min_detail:
+                break
         if rng.random() < 0.5:  # play backwards
             b, s = b[::-1], s[::-1]
         blurry.append(np.ascontiguousarray(b))
@@ -129,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     train, held = demo_sources(grey=True)
+    excluded = {n.strip() for n in args.exclude.split(",") if n.strip()}
+    train = [(n, img) for n, img in train if n not in excluded]
     print(f"train sources: {[n for n, _ in train]}; held out: {[n for n, _ in held]}", flush=True)
 
     pool = [(n, img, bool(np.any(img[..., 0] != img[..., 1]))) for n, img in train]
@@ -192,10 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": sum(p.numel() for p in model.parameters()),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
         "train_sources": [n for n, _ in train],
+        "excluded_sources": sorted(excluded),
         "heldout_sources": [n for n, _ in held],
         "training_blur": {"speed": [args.speed_min, args.speed_max], "rotation_deg": [0.0, 0.6],
                           "zoom": [0.0, 0.01], "exposure": [0.6, 1.0], "subframes": args.subframes,
-                          "augment": "hflip, colour channel order, time reversal"},
+                          "augment": "hflip, colour channel order, time reversal",
+                          "min_detail": args.min_detail},
         "loss": "charbonnier(eps=1e-3) over all output frames of clip_forward",
         "optimizer": {"name": "Adam", "betas": [0.9, 0.99], "lr": args.lr, "schedule": "linear warm-up, cosine",
                       "grad_clip_norm": 1.0},
