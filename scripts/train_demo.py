@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=5e-4, help="peak Adam learning rate (cosine decay)")
     p.add_argument("--warmup", type=int, default=30, help="linear warm-up iterations")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--no-zero-init-out", dest="zero_init_out", action="store_false",
+                   help="keep PyTorch's default init of the output conv (default: zero, so training "
+                        "starts from the identity, the model being residual)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=50, help="held-out evaluation period (iterations)")
     p.add_argument("--final-clips", type=int, default=2, help="final evaluation clips per held-out image")
@@ -146,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train sources: {[n for n, _ in train]}; held out: {[n for n, _ in held]}", flush=True)
 
     pool = [(n, img, bool(np.any(img[..., 0] != img[..., 1]))) for n, img in train]
-    model = create(args.preset).train().to(memory_format=torch.channels_last)
+    model = create(args.preset).train()
+    if args.zero_init_out:
+        with torch.no_grad():
+            model.out.weight.zero_()
+            model.out.bias.zero_()
+    model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.99))
 
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         progress = (it - args.warmup) / max(1, args.iterations - args.warmup)
         return 1e-6 + 0.5 * (args.lr - 1e-6) * (1.0 + math.cos(math.pi * progress))
 
-    probe = held_out_clips(held, 2, 6, 128, 128, seed=args.seed + 7)
+    probe = held_out_clips(held, 1, 6, 180, 320, seed=args.seed + 7)
     history: list[dict] = []
     start = time.time()
     losses: list[float] = []
@@ -215,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "loss": "charbonnier(eps=1e-3) over all output frames of clip_forward",
         "optimizer": {"name": "Adam", "betas": [0.9, 0.99], "lr": args.lr, "schedule": "linear warm-up, cosine",
                       "grad_clip_norm": 1.0},
-        "probe": "held-out clips (2 per held-out image, 6 frames, 128x128), mean PSNR via run_clip",
+        "probe": "held-out clips (1 per held-out image, 6 frames, 320x180), mean PSNR via run_clip",
         "history": history,
         "final_eval": final,
         "train_seconds": round(train_s, 1),

@@ -64,7 +64,7 @@ def _calibration_folder(root: Path, height: int, width: int, clips: int = 2, fra
     folder.mkdir()
     k = 0
     for i, (_, image) in enumerate(train[:clips]):
-        blurry, _ = make_clip(image, frames, height, width, seed=100 + i)
+        blurry = make_clip(image, frames, height, width, seed=100 + i)[0]
         for f in blurry:
             (folder / f"{k:05d}.png").write_bytes(encode_png((f.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)))
             k += 1

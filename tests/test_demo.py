@@ -1,0 +1,56 @@
+"""`vdeblur demo`: the bundled checkpoint really deblurs, int8 stays close to fp32, files are written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vdeblur.demo import MARKER, assets, run_demo, side_by_side
+from vdeblur.errors import UsageError
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_demo(out)
+    rows = {r["precision"]: r for r in result["precisions"]}
+    assert set(rows) == {"fp32", "int8"}
+    for r in rows.values():
+        assert set(r) == {"precision", "psnr_blurry_db", "psnr_deblurred_db", "latency_ms_p50", "fps"}
+        assert r["fps"] > 0 and r["latency_ms_p50"] > 0
+    fp32, int8 = rows["fp32"], rows["int8"]
+    assert fp32["psnr_deblurred_db"] >= fp32["psnr_blurry_db"] + 1.0  # the checkpoint really deblurs
+    assert abs(int8["psnr_deblurred_db"] - fp32["psnr_deblurred_db"]) <= 0.5  # the issue's bar
+    for name in ("deblurred_fp32.mp4", "deblurred_int8.mp4", "side_by_side_fp32.png", "side_by_side_int8.png",
+                 "artifact", MARKER):
+        assert (out / name).exists(), name
+    assert json.loads((out / MARKER).read_text())["precisions"] == result["precisions"]
+    # A second run replaces its own previous output.
+    run_demo(out)
+
+
+def test_demo_refuses_a_foreign_directory(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="holds other files"):
+        run_demo(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_bundled_assets_are_consistent() -> None:
+    files = assets()
+    assert files["checkpoint"].stat().st_size < 8 * 2**20
+    total = sum(p.stat().st_size for p in files["checkpoint"].parent.iterdir() if p.is_file())
+    assert total < 12 * 2**20
+    from vdeblur.models import create, load_checkpoint
+
+    report = load_checkpoint(create("mtu2"), files["checkpoint"])  # official raw state_dict format
+    assert report.to_dict()["loaded"] > 0
+
+
+def test_side_by_side() -> None:
+    a = np.zeros((4, 5, 3), np.uint8)
+    img = side_by_side(a, a + 1, a + 2, gap=2)
+    assert img.shape == (4, 19, 3) and (img[:, 5:7] == 255).all() and (img[:, -5:] == 2).all()
