@@ -27,23 +27,15 @@ import numpy as np
 from vdeblur.errors import UsageError
 
 Progress = Callable[[str, float], None]
-ASSETS = Path(__file__).parent / "assets" / "demo"
 MARKER = "demo.json"
 PRECISIONS = ("fp32", "int8")
 
 
-def assets() -> dict[str, Any]:
-    """The bundled checkpoint, clips and their metadata."""
-    meta = json.loads((ASSETS / "clip.json").read_text())
-    files = {
-        "checkpoint": ASSETS / "mtu_demo.pth",
-        "blurry": ASSETS / meta.get("blurry", "clip_blurry.mp4"),
-        "sharp": ASSETS / meta.get("sharp", "clip_sharp.mp4"),
-    }
-    missing = [str(p) for p in files.values() if not p.exists()]
-    if missing:
-        raise UsageError(f"demo: bundled files are missing ({', '.join(missing)}). Reinstall vdeblur.")
-    return {**files, "meta": meta}
+def assets() -> Any:
+    """The bundled checkpoint, clips and their metadata (vdeblur.data.demo_assets)."""
+    from vdeblur.data import demo_assets
+
+    return demo_assets()
 
 
 def _prepare_out(out: Path) -> None:
@@ -56,10 +48,10 @@ def _prepare_out(out: Path) -> None:
 
 def _calibration_folder(root: Path, height: int, width: int, clips: int = 2, frames: int = 8) -> Path:
     """Synthetic blurry frames from the training images (never the demo clip) as PNGs."""
-    from vdeblur.data.synthetic_blur import make_clip, natural_images, split_sources
+    from vdeblur.data import demo_sources, make_clip
     from vdeblur.runtime.video import encode_png
 
-    train, _ = split_sources(natural_images())
+    train, _ = demo_sources(grey=False)
     folder = root / "calibration"
     folder.mkdir()
     k = 0
@@ -93,8 +85,8 @@ def run_demo(out: str | Path = "vdeblur-demo", progress: Progress | None = None)
     say = progress or (lambda stage, fraction: None)
     out = Path(out)
     files = assets()
-    blurry = np.stack(list(iter_frames(files["blurry"])))
-    sharp = np.stack(list(iter_frames(files["sharp"])))
+    blurry = np.stack(list(iter_frames(files.blurry)))
+    sharp = np.stack(list(iter_frames(files.sharp)))
     if blurry.shape != sharp.shape:
         raise UsageError(f"demo: the bundled clips differ in shape {blurry.shape} vs {sharp.shape}. Reinstall vdeblur.")
     _prepare_out(out)
@@ -105,8 +97,9 @@ def run_demo(out: str | Path = "vdeblur-demo", progress: Progress | None = None)
         say("calibration frames", 0.02)
         calibration = _calibration_folder(Path(tmp), height, width)
         say("exporting fp32 and int8", 0.1)
-        export = export_artifact("mtu2", out / "artifact", checkpoint=files["checkpoint"], precisions=list(PRECISIONS),
-                                 calibration=calibration, height=height, width=width, frames=4)
+        export = export_artifact(files.preset, out / "artifact", checkpoint=files.checkpoint,
+                                 precisions=list(PRECISIONS), calibration=calibration, height=height, width=width,
+                                 frames=4)
     rows = []
     psnr_blurry = psnr(blurry / 255.0, sharp / 255.0)
     middle = len(blurry) // 2
@@ -122,7 +115,7 @@ def run_demo(out: str | Path = "vdeblur-demo", progress: Progress | None = None)
                 latencies.append(time.perf_counter() - t)
             outputs.update(stream.flush())
         deblurred = np.stack([outputs[i] for i in range(len(blurry))])
-        with FrameSink(out / f"deblurred_{precision}.mp4", fps=float(files["meta"].get("fps", 24))) as sink:
+        with FrameSink(out / f"deblurred_{precision}.mp4", fps=float(files.clip_meta.get("fps", 24))) as sink:
             for f in deblurred:
                 sink.write(f)
             sink.commit()
@@ -135,8 +128,8 @@ def run_demo(out: str | Path = "vdeblur-demo", progress: Progress | None = None)
     result = {
         "precisions": rows,
         "clip": {"frames": int(len(blurry)), "height": int(height), "width": int(width),
-                 "source": files["meta"].get("source")},
-        "model": "mtu2 (vdeblur demo checkpoint, trained on synthetic blur)",
+                 "source": files.clip_meta.get("source")},
+        "model": f"{files.preset} (vdeblur demo checkpoint, trained on synthetic blur)",
         "backend": "onnxruntime",
         "out": str(out),
         "files": sorted(p.name for p in out.iterdir()),
