@@ -49,13 +49,13 @@ EVAL_BLUR = BlurSettings(speed=4.0, rotation=0.3, zoom=0.005, exposure=1.0)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="mtu2", help="MTU preset (official architecture): mtu1, mtu2...")
-    p.add_argument("--iterations", type=int, default=800)
+    p.add_argument("--iterations", type=int, default=1800)
     p.add_argument("--batch", type=int, default=4, help="clips per iteration")
     p.add_argument("--frames", type=int, default=5, help="frames per training clip")
-    p.add_argument("--crop", type=int, default=96, help="training crop size (multiple of 4)")
+    p.add_argument("--crop", type=int, default=64, help="training crop size (multiple of 4)")
     p.add_argument("--subframes", type=int, default=9, help="sharp sub-frames averaged per blurry frame")
-    p.add_argument("--speed-min", type=float, default=2.0, help="camera speed range (px/frame) of training clips")
-    p.add_argument("--speed-max", type=float, default=12.0)
+    p.add_argument("--speed-min", type=float, default=1.5, help="camera speed range (px/frame) of training clips")
+    p.add_argument("--speed-max", type=float, default=7.0)
     p.add_argument("--min-detail", type=float, default=0.02,
                    help="resample training crops whose sharp frames have less mean |gradient| than this")
     p.add_argument("--exclude", default="retina,moon,clock,cell",
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep PyTorch's default init of the output conv (default: zero, so training "
                         "starts from the identity, the model being residual)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=50, help="held-out evaluation period (iterations)")
+    p.add_argument("--eval-every", type=int, default=100, help="held-out evaluation period (iterations)")
     p.add_argument("--final-clips", type=int, default=2, help="final evaluation clips per held-out image")
     p.add_argument("--final-frames", type=int, default=8)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)

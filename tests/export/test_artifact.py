@@ -80,7 +80,7 @@ def test_manifest_schema(mtu_trt: tuple[Path, dict]) -> None:
     assert m.graph("fp32", "trt").file == "model.onnx"
     assert m.opset >= 17
     assert set(m.versions) >= {"vdeblur", "torch", "onnx"}
-    from vdeblur.export.onnx import sha256_file
+    from vdeblur.export.manifest import sha256_file
 
     assert m.graph("fp32", "trt").sha256 == sha256_file(out / "model.onnx")
     with pytest.raises(ExportError, match="no fp16 graph"):

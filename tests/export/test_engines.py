@@ -56,7 +56,8 @@ def _has_tensorrt() -> bool:
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An artifact directory with the portable and trt graphs of a small mtu2 (ch=8, rb_num=1)."""
-    from vdeblur.export.onnx import export_step_graph, plugins_used, sha256_file
+    from vdeblur.export.manifest import sha256_file
+    from vdeblur.export.onnx import export_step_graph, plugins_used
     from vdeblur.export.stepgraph import step_module
     from vdeblur.models import create
 

@@ -109,7 +109,6 @@ def _smooth_walk(rng: np.random.Generator, n: int, sigma: float, persistence: fl
 
 def _integrate(knots: np.ndarray, times: np.ndarray) -> np.ndarray:
     """Integral from time 0 of a velocity linear between integer knots (knot i at time i - 1)."""
-    # positions at the knots (time i - 1), velocity piecewise linear
     seg = 0.5 * (knots[1:] + knots[:-1])
     pos = np.concatenate(([0.0], np.cumsum(seg)))  # at times -1, 0, 1, ...
     u = times + 1.0
@@ -117,7 +116,7 @@ def _integrate(knots: np.ndarray, times: np.ndarray) -> np.ndarray:
     tau = u - i
     v0, v1 = knots[i], knots[i + 1]
     out = pos[i] + v0 * tau + 0.5 * (v1 - v0) * tau**2
-    return out - (pos[1])  # zero at time 0
+    return out - pos[1]  # zero at time 0
 
 
 def sample_times(frames: int, subframes: int, exposure: float) -> np.ndarray:

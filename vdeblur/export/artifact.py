@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vdeblur.errors import ExportError, UsageError
-from vdeblur.export.manifest import PRECISIONS, GraphEntry, Manifest
+from vdeblur.export.manifest import PRECISIONS, GraphEntry, Manifest, sha256_file
 
 Progress = Callable[[str, float], None]
 
@@ -138,8 +138,6 @@ def export_artifact(
     ckpt_info = None
     if checkpoint is not None:
         load_report = load_checkpoint(net, checkpoint)
-        from vdeblur.export.onnx import sha256_file
-
         ckpt_info = {"path": str(Path(checkpoint).resolve()), "sha256": sha256_file(checkpoint)}
     if net.kind != "step":
         raise ExportError(f"{model}: {family} is a clip model; exporting clip models is not supported yet.")
@@ -148,7 +146,6 @@ def export_artifact(
         export_step_graph,
         ort_session,
         plugins_used,
-        sha256_file,
         stream_onnx,
         validation_clip,
     )
@@ -237,7 +234,7 @@ def _precision_variants(
 ) -> list[GraphEntry]:
     """Write the ``precision`` variant of each fp32 graph; PSNR of the portable one vs the reference."""
     from vdeblur.export import precision as precision_mod
-    from vdeblur.export.onnx import ort_session, sha256_file, stream_onnx
+    from vdeblur.export.onnx import ort_session, stream_onnx
     from vdeblur.metrics import compare, json_safe
 
     entries = []

@@ -458,7 +458,7 @@ def plan(artifact_dir: str | Path, backend: str, precision: str = "fp32",
     if not onnx_path.is_file():
         raise ExportError(f"{onnx_path}: is missing (listed in the manifest as the {precision}/{lowering} graph). "
                           "Re-export the artifact.")
-    sha = _sha256_file(onnx_path)
+    sha = manifest_mod.sha256_file(onnx_path)
     if sha != entry.sha256:
         raise ExportError(f"{onnx_path}: its sha256 {sha[:12]}... does not match the manifest "
                           f"({entry.sha256[:12]}...): the file changed after export. Re-export the artifact.")
@@ -692,7 +692,7 @@ def _build_onnxruntime(p: BuildPlan, report: Progress) -> dict[str, Any]:
         report("writing", 0.9)
         model_path = engine_dir / ORT_MODEL
         session_path = engine_dir / ORT_SESSION
-        model_sha = _sha256_file(tmp)
+        model_sha = manifest_mod.sha256_file(tmp)
         session = {
             "format_version": 1,
             "backend": "onnxruntime",
@@ -875,7 +875,7 @@ def _cache_hit(engine: Path, sidecar: Path, key: str) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return (meta.get("key") == key and meta.get("bytes") == engine.stat().st_size
-            and meta.get("sha256") == _sha256_file(engine))
+            and meta.get("sha256") == manifest_mod.sha256_file(engine))
 
 
 def list_engines(artifact_dir: str | Path) -> list[dict[str, Any]]:
@@ -1032,14 +1032,6 @@ def _build_tensorrt(p: BuildPlan, report: Progress) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -9,6 +9,7 @@ the versions of the tools that wrote it. It is plain JSON, read without torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,15 @@ REPORT = "report.json"
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 LOWERINGS = ("portable", "trt")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file (graphs, checkpoints, engines)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass

@@ -12,7 +12,6 @@ PyTorch reference (``vdeblur.models.run_clip``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -27,14 +26,6 @@ from vdeblur.export.stepgraph import StepSpec, dynamic_shapes, example_inputs
 from vdeblur.metrics import compare
 
 DEFAULT_OPSET = 18
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_step_graph(
