@@ -35,7 +35,7 @@ DEFAULT_OUT = REPO / "vdeblur" / "assets" / "demo"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image", default="coffee", help="held-out source image (see vdeblur.data.demo_sources)")
-    p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--height", type=int, default=180)
     p.add_argument("--width", type=int, default=320)

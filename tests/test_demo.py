@@ -38,8 +38,6 @@ def test_demo_end_to_end(demo: tuple[Path, dict]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 7 is open: the bundled checkpoint is a short CPU run (+0.2 dB on the "
-                   "demo clip); the bar is +1 dB. Strict: this turns red when a better checkpoint lands.")
 def test_demo_checkpoint_gains_at_least_1_db(demo: tuple[Path, dict]) -> None:
     _, result = demo
     fp32 = next(r for r in result["precisions"] if r["precision"] == "fp32")
