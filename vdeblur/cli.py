@@ -81,6 +81,26 @@ class _ProgressBar:
         sys.stderr.flush()
 
 
+def _warn(text: str) -> None:
+    """A warning on stderr (also under --json, whose stdout holds only the JSON object)."""
+    print(f"warning: {text}", file=sys.stderr)
+
+
+def _graph_line(name: str, graph: dict[str, Any] | None) -> str:
+    """`onnxruntime ran engines/onnxruntime/int8/model.optimized.onnx (built, verified)`."""
+    if not graph:
+        return f"{name}: ran an unknown graph"
+    what = graph.get("file") or "the model code (PyTorch)"
+    tags = []
+    if graph.get("built"):
+        tags.append("built engine" + (", verified" if graph.get("verified") else ""))
+    if graph.get("fallback"):
+        tags.append(f"build fell back: {graph['fallback']}")
+    line = f"{name} ran {what}" + (f" ({'; '.join(tags)})" if tags else "")
+    notes = [n for n in graph.get("notes", []) if n]
+    return line + "".join(f"\n    note: {n}" for n in notes)
+
+
 def _cmd_export(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from vdeblur.export.artifact import export_artifact
 
@@ -88,8 +108,10 @@ def _cmd_export(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         args.model, args.out, checkpoint=args.checkpoint, overrides=parse_sets(args.set), plugins=args.plugins,
         height=args.height, width=args.width, precisions=_csv(args.precision) or ["fp32"],
         calibration=args.calibration, frames=args.frames, min_psnr_db=args.min_psnr, overwrite=args.overwrite,
-        progress=_ProgressBar(not args.json),
+        int8_weights=args.int8_weights, progress=_ProgressBar(not args.json),
     )
+    for skipped in report.get("skipped", []):
+        _warn(f"{skipped['precision']} variant not written: {skipped['reason']}. The other precisions were exported.")
     lines = [f"exported {args.model} to {report['artifact']} in {report['seconds']} s"]
     if report["random_weights"]:
         lines.append("WARNING: no --checkpoint: the weights are random (useful for latency work only).")
@@ -109,7 +131,19 @@ def _cmd_build(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
     result = build(args.artifact, args.backend, precision=args.precision, shapes=args.shapes,
                    dry_run=args.dry_run, progress=_ProgressBar(not args.json))
+    if result.get("fallback"):
+        _warn(f"{args.precision}: {result['fallback']['reason']}; the engine uses {result['fallback']['uses']}.")
+    if (result.get("int8") or {}).get("note"):
+        _warn(result["int8"]["note"])
     lines = [f"{k}: {v}" for k, v in result.items() if not isinstance(v, (dict, list)) and v is not None]
+    verification = result.get("verification")
+    if verification:
+        psnr = verification["psnr_db"]
+        psnr_s = psnr if isinstance(psnr, str) else f"{psnr:.2f}"
+        within = 100 * verification["within_half_level"]
+        lines.append(f"verification vs {verification['against']}: PSNR {psnr_s} dB, {within:.3f}% within half "
+                     "an 8-bit level "
+                     f"({'passed' if verification['passed'] else 'failed'}; {verification['clip']})")
     plan = result.get("plan")
     if plan:
         lines += [f"onnx: {plan['onnx']} ({plan['lowering']}), plugins: {', '.join(plan['plugins']) or 'none'}",
@@ -132,6 +166,7 @@ def _cmd_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     text = (f"{result['frames']} frames -> {result['output']} in {result['seconds']:.2f} s ({result['fps']:.2f} fps, "
             f"{result['backend']} {result['precision']}); per-frame latency p50 {lat['p50']:.1f} ms, "
             f"p99 {lat['p99']:.1f} ms")
+    text += "\n" + _graph_line(result["backend"], result.get("graph"))
     return result, text
 
 
@@ -147,6 +182,7 @@ def _cmd_compare(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                      f"{100 * p['fraction_within_tol']:.3f}% within {p['tol']:.4f}")
     for name, reason in result["skipped"].items():
         lines.append(f"  skipped {name}: {reason}")
+    lines += ["  " + _graph_line(name, graph) for name, graph in result.get("graphs", {}).items()]
     return result, "\n".join(lines)
 
 
@@ -155,7 +191,7 @@ def _cmd_bench(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
     payload = bench(args.target, _csv(args.backends), _csv(args.precisions), height=args.height, width=args.width,
                     frames=args.frames, warmup=args.warmup, device=args.device, report=args.report,
-                    progress=_ProgressBar(not args.json))
+                    progress=_ProgressBar(not args.json), threads=args.threads)
     text = format_table(payload)
     if args.report:
         text += f"\nreport written to {args.report}/ (results.md, results.json, latency_vs_psnr.png)"
@@ -171,6 +207,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=20, help="timed frames per combination (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--threads", type=int, help="intra-op threads of ONNX Runtime and PyTorch (default: logical cores)")
     p.add_argument("--report", help="directory for a Markdown table and a latency-vs-PSNR plot")
 
 
@@ -226,6 +263,9 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", help="video file or image folder for int8/fp8 calibration")
     p.add_argument("--frames", type=int, default=6, help="validation clip length (default 6)")
     p.add_argument("--min-psnr", type=float, default=40.0, help="fail the export below this fp32 PSNR (dB)")
+    p.add_argument("--int8-weights", choices=("reduced", "full"), default="reduced",
+                   help="int8 weight range: reduced (7-bit, right and fast on every CPU; default) or full "
+                        "(8-bit, slightly closer to fp32; fast only on VNNI x86 and ARM64 CPUs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory as a whole")
 
 

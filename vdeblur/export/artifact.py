@@ -104,12 +104,19 @@ def export_artifact(
     frames: int = 6,
     min_psnr_db: float = DEFAULT_MIN_PSNR_DB,
     overwrite: bool = False,
+    int8_weights: str = "reduced",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` (preset or family) to an artifact directory ``out``; returns the report.
 
     height, width: the frame size of validation (and calibration); the graph itself accepts any
     size (dynamic H and W, padded to the model's multiple by the runtime).
+    int8_weights: "reduced" (7-bit weights: right on every CPU, the default) or "full" (8-bit: for
+    VNNI x86 and ARM64 CPUs), see vdeblur.export.precision.
+
+    A precision variant that fails (its transform, or its bar against run_clip) is not written; the
+    report's ``validation.skipped`` lists it with the reason, and the export goes on. Only the fp32
+    graph failing its --min-psnr fails the export.
     """
     step_progress = progress or (lambda stage, fraction: None)
     out = Path(out)
@@ -120,6 +127,11 @@ def export_artifact(
     if frames < 1:
         raise UsageError(f"export: --frames {frames} is invalid. Expected at least 1 validation frame.")
     wanted = _check_precisions(precisions or ["fp32"])
+    from vdeblur.export.precision import INT8_WEIGHTS
+
+    if int8_weights not in INT8_WEIGHTS:
+        raise UsageError(f"export: --int8-weights {int8_weights!r} is unknown. Expected one of "
+                         f"{', '.join(INT8_WEIGHTS)}.")
     if any(p in ("int8", "fp8") for p in wanted) and calibration is None:
         raise UsageError("export: int8/fp8 need calibration frames. Pass --calibration VIDEO_OR_FOLDER.")
     if checkpoint is not None and not Path(checkpoint).is_file():
@@ -191,7 +203,8 @@ def export_artifact(
             calib = load_frames(calibration, max_frames=16, height=height, width=width)
         for i, precision in enumerate(wanted[1:]):
             step_progress(f"{precision} variant", 0.6 + 0.35 * i / max(1, len(wanted) - 1))
-            graphs += _precision_variants(staging, graphs, precision, spec, calib, clip, reference, validation)
+            graphs += _precision_variants(staging, graphs, precision, spec, calib, clip, reference, validation,
+                                          int8_weights)
 
         manifest = Manifest(
             model={"family": family, "preset": preset, "config": config, "checkpoint": ckpt_info,
@@ -208,6 +221,7 @@ def export_artifact(
             "plugins": plugins,
             "graphs": [g.__dict__ for g in graphs],
             "validation": validation,
+            "skipped": validation.get("skipped", []),
             "seconds": round(time.perf_counter() - started, 2),
         }
         import json
@@ -230,15 +244,22 @@ def _opset(path: Path) -> int:
 
 def _precision_variants(
     staging: Path, graphs: list[GraphEntry], precision: str, spec: Any, calib: Any, clip: Any,
-    reference: Any, validation: dict[str, Any],
+    reference: Any, validation: dict[str, Any], int8_weights: str = "reduced",
 ) -> list[GraphEntry]:
-    """Write the ``precision`` variant of each fp32 graph; PSNR of the portable one vs the reference."""
+    """Write the ``precision`` variant of each fp32 graph (the portable one first); the portable one
+    is streamed on ONNX Runtime and compared with the reference frames. A variant below its bar
+    (vdeblur.contract.precision.VARIANT_BARS), or whose transform failed, is reported in
+    ``validation`` and left out (its files removed); the export goes on with the other precisions."""
+    from vdeblur.contract.precision import VARIANT_BARS, frame_metrics
+    from vdeblur.errors import ExportError
     from vdeblur.export import precision as precision_mod
     from vdeblur.export.onnx import ort_session, stream_onnx
     from vdeblur.metrics import compare, json_safe
 
-    entries = []
-    for fp32 in [g for g in graphs if g.precision == "fp32"]:
+    entries: list[GraphEntry] = []
+    bar = VARIANT_BARS[precision]
+    fp32_graphs = sorted((g for g in graphs if g.precision == "fp32"), key=lambda g: g.lowering != "portable")
+    for fp32 in fp32_graphs:
         stem = Path(fp32.file).name[: -len(".onnx")]
         dst = staging / f"{stem}.{precision}.onnx"
         if fp32.lowering == "trt" and precision in ("int8", "fp8"):
@@ -249,15 +270,47 @@ def _precision_variants(
             )
             continue
         quantizer = "modelopt" if precision == "fp8" else "onnxruntime"  # fp8 Q/DQ come from NVIDIA ModelOpt
-        result = precision_mod.convert(staging / fp32.file, dst, precision, spec, calib, quantizer=quantizer)
-        entry = GraphEntry(dst.name, precision, fp32.lowering, sha256_file(dst), kept_fp32=list(result.kept_fp32))
+        try:
+            result = precision_mod.convert(staging / fp32.file, dst, precision, spec, calib, quantizer=quantizer,
+                                           int8_weights=int8_weights)
+        except ExportError as e:  # the transform failed: report it, keep the rest of the export
+            _drop_variant(staging, entries, dst, precision, validation, f"the transform failed: {e}")
+            return []
+        entry = GraphEntry(dst.name, precision, fp32.lowering, sha256_file(dst), kept_fp32=list(result.kept_fp32),
+                           quantization=result.quantization)
         if fp32.lowering == "portable":
             info: dict[str, Any] = {"method": result.method, "runs_on_ort_cpu": result.runs_on_ort_cpu,
-                                    "notes": result.notes}
+                                    "notes": result.notes, "bar": bar.to_dict()}
+            if result.quantization:
+                info["quantization"] = result.quantization
+            validation["results"][precision] = info
             if result.runs_on_ort_cpu:
-                metrics = compare(stream_onnx(ort_session(dst), spec, clip.numpy()), reference)
+                got = stream_onnx(ort_session(dst), spec, clip.numpy())
+                metrics = compare(got, reference)
+                frames = frame_metrics(got, reference)
                 entry.psnr_db = json_safe(metrics["psnr_db"])  # type: ignore[assignment]
                 info.update({k: json_safe(v) for k, v in metrics.items()})
-            validation["results"][precision] = info
+                info["within_half_level"] = frames["within_half_level"]
+                short = bar.check(frames["psnr_db"], frames["within_half_level"])
+                info["passed"] = short is None
+                if short:
+                    _drop_variant(staging, entries, dst, precision, validation,
+                                  f"below its bar against run_clip ({short})")
+                    return []
+            else:
+                info["passed"] = None  # not verifiable on this machine: said in the notes
         entries.append(entry)
     return entries
+
+
+def _drop_variant(staging: Path, entries: list[GraphEntry], dst: Path, precision: str,
+                  validation: dict[str, Any], reason: str) -> None:
+    """Remove a failed variant's files and record why it is not in the artifact."""
+    dst.unlink(missing_ok=True)
+    for e in entries:
+        (staging / e.file).unlink(missing_ok=True)
+    entries.clear()
+    info = validation["results"].setdefault(precision, {})
+    info["passed"] = False
+    info["skipped"] = reason
+    validation.setdefault("skipped", []).append({"precision": precision, "reason": reason})

@@ -43,6 +43,7 @@ class GraphEntry:
     sha256: str
     kept_fp32: list[str] = field(default_factory=list)  # nodes left in fp32 by a precision transform
     psnr_db: float | None = None  # vs the fp32 PyTorch reference on the validation clip
+    quantization: dict[str, Any] | None = None  # int8/fp8: weight bits, types, the CPUs it is right on
 
 
 @dataclass

@@ -6,7 +6,12 @@ policy"): every backend sees the same model.
   inputs and outputs stay float32, so the runtime and the manifest interface do not change.
 - ``int8``: Q/DQ nodes calibrated on real frames. ``quantizer="onnxruntime"``: ONNX Runtime's
   ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, Conv/ConvTranspose only;
-  the sensitive nodes are excluded), the CPU path. ``quantizer="modelopt"``: NVIDIA ModelOpt
+  the sensitive nodes are excluded), the CPU path. Weights are quantised to 7 bits ([-64, 63],
+  ``int8_weights="reduced"``, the default) so that one artifact is right on every CPU: x86-64
+  CPUs without VNNI saturate full-range weights in ONNX Runtime's U8S8 kernels
+  (:mod:`vdeblur.contract.device`). ``int8_weights="full"`` keeps 8 bits (about 0.3-1 dB closer
+  to fp32), right on VNNI and ARM64 CPUs; elsewhere the runtime runs such a graph's Q/DQ in float
+  (right, not fast) and says so. ``quantizer="modelopt"``: NVIDIA ModelOpt
   (extra ``[quant]``), the TensorRT path; it also gives ``fp8``.
 
 A step graph has state inputs, so calibration cannot feed frames alone: :func:`calibration_feeds`
@@ -57,11 +62,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from vdeblur.contract.precision import int8_weight_range
 from vdeblur.errors import ExportError, UsageError, missing_dependency
 from vdeblur.export.stepgraph import StepSpec
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 QUANTIZERS = ("onnxruntime", "modelopt")
+INT8_WEIGHTS = ("reduced", "full")  # 7-bit weights (right on every CPU) or 8-bit (VNNI / ARM64 only)
 
 # Conv, ConvTranspose, MaxPool accept tensor(bfloat16) from opset 22 on.
 BF16_MIN_OPSET = 22
@@ -122,6 +129,7 @@ class PrecisionResult:
     method: str = ""
     runs_on_ort_cpu: bool = True
     notes: str = ""
+    quantization: dict[str, Any] | None = None  # int8/fp8: weight/activation types, weight bits
 
 
 def convert(
@@ -131,6 +139,7 @@ def convert(
     spec: StepSpec,
     calibration: np.ndarray | None = None,
     quantizer: str = "onnxruntime",
+    int8_weights: str = "reduced",
 ) -> PrecisionResult:
     """Write the ``precision`` variant of the fp32 portable step graph ``src`` to ``dst``.
 
@@ -138,6 +147,8 @@ def convert(
     ``spec.pad_multiple`` here, as the runtime does); required for int8 and fp8.
     quantizer: "onnxruntime" (int8, CPU path) or "modelopt" (int8 / fp8 for TensorRT). fp16 and
     bf16 ignore it. Graph inputs and outputs stay float32 in every variant.
+    int8_weights: "reduced" (7-bit weights, right on every CPU, the default) or "full" (8-bit,
+    for VNNI x86 and ARM64 CPUs); onnxruntime quantizer only.
 
     Raises UsageError (unknown precision or quantizer, missing file, graph and spec disagree, no or
     malformed calibration frames, fp8 with the onnxruntime quantizer, int8 of a trt-lowered graph),
@@ -147,6 +158,8 @@ def convert(
         raise UsageError(f"precision: {precision!r} is unknown. Expected one of {', '.join(PRECISIONS)}.")
     if quantizer not in QUANTIZERS:
         raise UsageError(f"quantizer: {quantizer!r} is unknown. Expected one of {', '.join(QUANTIZERS)}.")
+    if int8_weights not in INT8_WEIGHTS:
+        raise UsageError(f"int8 weights: {int8_weights!r} is unknown. Expected one of {', '.join(INT8_WEIGHTS)}.")
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise UsageError(f"{src}: no such file. Expected the fp32 step graph written by the export.")
@@ -187,7 +200,7 @@ def convert(
             "Quantise the portable export (lowering='portable')."
         )
     if quantizer == "onnxruntime":
-        return _quantize_ort(src, dst, model, spec, frames)
+        return _quantize_ort(src, dst, model, spec, frames, int8_weights)
     return _quantize_modelopt(src, dst, model, spec, frames, precision)
 
 
@@ -536,7 +549,7 @@ def _check_calibration(calibration: np.ndarray | None, precision: str) -> np.nda
 
 
 def _quantize_ort(
-    src: Path, dst: Path, model: onnx.ModelProto, spec: StepSpec, frames: np.ndarray
+    src: Path, dst: Path, model: onnx.ModelProto, spec: StepSpec, frames: np.ndarray, weights: str = "reduced"
 ) -> PrecisionResult:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -555,6 +568,7 @@ def _quantize_ort(
                     str(named), str(Path(tmp) / "int8.onnx"), _ort_reader(feeds),
                     quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "ConvTranspose"],
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    reduce_range=weights == "reduced",
                     nodes_to_exclude=keep, calibrate_method=CalibrationMethod.MinMax,
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
                 )
@@ -572,12 +586,17 @@ def _quantize_ort(
     n_q = sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
     runs, why = _ort_cpu_check(dst)
     kept = [n for n in float32_nodes(quantized) if n in set(keep)]
-    notes = (f"QDQ int8 (per-channel weights, uint8 activations) on Conv/ConvTranspose; {n_q} Q nodes; "
+    bits = 7 if weights == "reduced" else 8
+    notes = (f"QDQ int8 ({bits}-bit per-channel weights, uint8 activations) on Conv/ConvTranspose; {n_q} Q nodes; "
              f"calibrated on {len(feeds)} steps ({frames.shape[0]} frames at {frames.shape[2]}x{frames.shape[3]}) "
              f"with their streamed states; {len(kept)} sensitive nodes excluded")
     if not runs:
         notes += f"; ONNX Runtime CPU cannot run it ({why})"
-    return PrecisionResult("int8", str(dst), kept, "ort-qdq-static", runs, notes)
+    quantization = {"weights": "int8 per-channel symmetric", "weight_bits": bits, "activations": "uint8",
+                    "max_abs_weight": int8_weight_range(quantized),
+                    "right_on": "every CPU" if bits == 7 else "x86-64 with VNNI (AVX512-VNNI, AVX-VNNI) and ARM64"}
+    return PrecisionResult("int8", str(dst), kept, "ort-qdq-static", runs, notes, quantization)
+
 
 
 def _bypass_qdq(model: onnx.ModelProto, names: set[str]) -> int:

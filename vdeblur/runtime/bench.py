@@ -1,12 +1,22 @@
 """`vdeblur bench`: latency, throughput, memory and fidelity per (backend, precision), side by side.
 
-Every combination streams the same synthetic frames (a textured scene under camera motion) through
-a :class:`~vdeblur.runtime.stream.Stream`: ``warmup`` frames first (not timed), then ``frames``
-timed pushes. Per-frame latency is the wall time of one ``push`` (one step of the graph, including
-the frame's upload and the output's download). PSNR is measured against the fp32 torch reference
-(the model code itself) on the same timed frames. Peak memory is the process's peak resident set
-during the combination (Linux VmHWM, reset before each one). Combinations the machine cannot run
-are listed as skipped with the reason.
+Every combination streams the same synthetic frames (a textured scene under camera motion)
+through its own :class:`~vdeblur.runtime.stream.Stream`, and the combinations are **interleaved**:
+all streams are opened and warmed up first (``warmup`` untimed frames each), then timed frame k is
+pushed through every combination before frame k + 1 (the order rotates from frame to frame), so
+background load hits every combination alike and the ratios between them hold on a busy machine.
+Per-frame latency is the wall time of one ``push`` (one step of the graph, including the frame's
+upload and the output's download). Each row reports min/p50/p90/p99/max/mean, the standard
+deviation and the interquartile range; ``speedup_vs_torch_fp32`` is the torch fp32 p50 over this
+p50, with the spread of the per-frame ratios (frame k of torch over frame k of this combination).
+
+Threads are pinned: ``threads`` (default: the logical cores) intra-op threads for ONNX Runtime and
+PyTorch alike, recorded in the results with the CPU model, its ISA flags and the load average
+before and after the run. PSNR is measured against the fp32 torch reference (the model code
+itself) on the same timed frames. Memory: the resident memory each combination added when it was
+opened and warmed up, and the process's peak. Combinations the machine cannot run (a
+:class:`~vdeblur.errors.VdeblurError`: no such graph, no GPU, no TensorRT) are listed as skipped
+with the reason; any other exception is a bug and propagates.
 """
 
 from __future__ import annotations
@@ -28,20 +38,18 @@ from vdeblur.runtime.run import percentiles_ms
 
 Progress = Callable[[str, float], None]
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
+THREADED_BACKENDS = ("torch", "onnxruntime")  # backends whose CPU threads bench pins
 
 
 def machine() -> dict[str, Any]:
-    """A description of this machine for the results."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-                            "platform": platform.platform()}
+    """A description of this machine for the results: CPU model and ISA flags, cores, memory,
+    Python, ONNX Runtime, GPUs, the load average now."""
+    from vdeblur.contract.device import cpu_info, load_average
+
+    cpu = cpu_info()
+    info: dict[str, Any] = {"cpu": cpu["model"], "cpu_info": cpu, "cores": os.cpu_count(),
+                            "python": platform.python_version(), "platform": platform.platform(),
+                            "load_average": load_average()}
     try:
         import onnxruntime
 
@@ -58,11 +66,12 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def _reset_peak_rss() -> None:
+def _rss_mb() -> float | None:
     try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0]) / 1024.0
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _peak_rss_mb() -> float | None:
@@ -98,25 +107,20 @@ def prepare_artifact(target: str, workdir: Path, precisions: list[str], height: 
     return out
 
 
-def _stream_frames(stream: Any, frames: np.ndarray, warmup: int) -> tuple[list[float], np.ndarray]:
-    latencies: list[float] = []
-    outputs: dict[int, np.ndarray] = {}
-    for i, f in enumerate(frames):
-        t = time.perf_counter()
-        ready = stream.push(f)
-        dt = time.perf_counter() - t
-        if i >= warmup:
-            latencies.append(dt)
-        outputs.update(ready)
-    outputs.update(stream.flush())
-    return latencies, np.stack([outputs[i] for i in range(warmup, len(frames))])
+def _row(backend: str, precision: str) -> dict[str, Any]:
+    return {"backend": backend, "precision": precision, "latency_ms": None, "fps": None, "memory_mb": None,
+            "psnr_db": None, "skipped": None, "graph": None}
 
 
 def bench(target: str | Path, backends: list[str], precisions: list[str], height: int = 360, width: int = 640,
           frames: int = 20, warmup: int = 3, device: str = "auto", report: str | Path | None = None,
-          progress: Progress | None = None) -> dict[str, Any]:
-    """Benchmark ``target`` (an artifact directory or a model name) on each (backend, precision)."""
+          progress: Progress | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Benchmark ``target`` (an artifact directory or a model name) on each (backend, precision),
+    interleaved frame by frame (see the module docstring). threads: intra-op threads of ONNX
+    Runtime and PyTorch (default: the logical cores)."""
+    from vdeblur.contract.device import load_average
     from vdeblur.metrics import json_safe, psnr
+    from vdeblur.runtime.backends.base import describe
     from vdeblur.runtime.stream import Stream
     from vdeblur.runtime.synthetic import moving_texture
 
@@ -129,69 +133,115 @@ def bench(target: str | Path, backends: list[str], precisions: list[str], height
         )
     if height < 16 or width < 16:
         raise UsageError(f"bench: {width}x{height} is too small. Expected at least 16x16.")
+    if threads is not None and threads < 1:
+        raise UsageError(f"bench: --threads {threads} is invalid. Expected at least 1.")
+    threads = threads or os.cpu_count() or 1
     say = progress or (lambda stage, fraction: None)
+    load_before = load_average()
     workdir = Path(tempfile.mkdtemp(prefix="vdeblur-bench-"))
+    streams: dict[int, Any] = {}
     try:
         say("preparing the artifact", 0.0)
         artifact = prepare_artifact(str(target), workdir, precisions, height, width)
         clip = np.ascontiguousarray(moving_texture(warmup + frames, height, width).transpose(0, 2, 3, 1))
-        say("fp32 torch reference", 0.05)
-        reference: np.ndarray | None = None
-        reference_error = None
-        try:
-            with Stream(artifact, backend="torch") as s:
-                _, reference = _stream_frames(s, clip, warmup)
-        except VdeblurError as e:
-            reference_error = str(e)
         combos = [(b, p) for b in backends for p in precisions]
-        results = []
+        rows = [_row(b, p) for b, p in combos]
+        outputs: dict[int, dict[int, np.ndarray]] = {}
         for k, (backend, precision) in enumerate(combos):
-            say(f"{backend} {precision}", 0.1 + 0.9 * k / len(combos))
-            row: dict[str, Any] = {"backend": backend, "precision": precision, "latency_ms": None, "fps": None,
-                                   "peak_memory_mb": None, "psnr_db": None, "skipped": None}
+            say(f"opening and warming up {backend} {precision}", 0.05 + 0.15 * k / max(1, len(combos)))
+            row = rows[k]
             if backend == "torch" and precision != "fp32":
                 row["skipped"] = "the torch backend runs the fp32 reference only"
-                results.append(row)
                 continue
+            options = {"threads": threads} if backend in THREADED_BACKENDS else {}
+            before = _rss_mb()
             try:
-                _reset_peak_rss()
-                with Stream(artifact, backend=backend, precision=precision, device=device) as s:
-                    started = time.perf_counter()
-                    latencies, outputs = _stream_frames(s, clip, warmup)
-                    elapsed = time.perf_counter() - started
-            except Exception as e:  # noqa: BLE001 - report what cannot run here, with the reason
+                stream = Stream(artifact, backend=backend, precision=precision, device=device, **options)
+            except VdeblurError as e:  # cannot run here: reported with the reason
                 row["skipped"] = _reason(e)
-                results.append(row)
                 continue
-            row["latency_ms"] = percentiles_ms(latencies)
-            row["fps"] = len(latencies) / sum(latencies)
-            row["wall_s"] = round(elapsed, 3)
-            row["peak_memory_mb"] = _peak_rss_mb()
-            row["psnr_db"] = json_safe(psnr(outputs, reference)) if reference is not None else None
-            results.append(row)
-        _add_ratios(results)
+            streams[k] = stream
+            outputs[k] = {}
+            for f in clip[:warmup]:
+                outputs[k].update(stream.push(f))
+            after = _rss_mb()
+            row["memory_mb"] = round(after - before, 1) if before is not None and after is not None else None
+            row["graph"] = describe(stream.backend)
+        latencies: dict[int, list[float]] = {k: [] for k in streams}
+        order = list(streams)
+        for i, f in enumerate(clip[warmup:]):
+            say(f"timed frame {i + 1}/{frames}, {len(order)} combinations interleaved", 0.2 + 0.75 * i / frames)
+            shift = i % max(1, len(order))
+            for k in order[shift:] + order[:shift]:  # rotate: no combination always runs first
+                t = time.perf_counter()
+                ready = streams[k].push(f)
+                latencies[k].append(time.perf_counter() - t)
+                outputs[k].update(ready)
+        for k, stream in streams.items():
+            outputs[k].update(stream.flush())
+        timed = {k: np.stack([outputs[k][i] for i in range(warmup, warmup + frames)]) for k in streams}
+        reference, reference_error = _reference(artifact, clip, warmup, combos, timed)
+        for k in streams:
+            row = rows[k]
+            row["latency_ms"] = _latency(latencies[k])
+            row["fps"] = len(latencies[k]) / sum(latencies[k])
+            row["psnr_db"] = json_safe(psnr(timed[k], reference)) if reference is not None else None
+            row["_per_frame_s"] = latencies[k]
+        _add_ratios(rows)
         payload = {
-            "results": results,
-            "machine": machine(),
+            "results": rows,
+            "machine": {**machine(), "load_average_before": load_before, "load_average_after": load_average()},
             "config": {"target": str(target), "artifact": str(artifact) if _is_artifact(target) else None,
                        "model": _model_info(artifact), "height": height, "width": width, "frames": frames,
                        "warmup": warmup, "device": device, "reference": "torch fp32 (model code)",
-                       "reference_error": reference_error, "threads": _threads()},
+                       "reference_error": reference_error, "interleaved": True,
+                       "threads": {"intra_op": threads, "backends": list(THREADED_BACKENDS), **_thread_env()},
+                       "peak_memory_mb": _peak_rss_mb()},
         }
         if report is not None:
             write_report(payload, Path(report))
         say("done", 1.0)
         return payload
     finally:
+        for stream in streams.values():
+            stream.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _reference(artifact: Path, clip: np.ndarray, warmup: int, combos: list[tuple[str, str]],
+               timed: dict[int, np.ndarray]) -> tuple[np.ndarray | None, str | None]:
+    """The torch fp32 outputs of the timed frames: from the run itself when torch fp32 is one of the
+    combinations, else streamed once more (untimed)."""
+    from vdeblur.runtime.stream import Stream
+
+    for k, combo in enumerate(combos):
+        if combo == ("torch", "fp32") and k in timed:
+            return timed[k], None
+    try:
+        with Stream(artifact, backend="torch") as s:
+            got: dict[int, np.ndarray] = {}
+            for f in clip:
+                got.update(s.push(f))
+            got.update(s.flush())
+    except VdeblurError as e:
+        return None, str(e)
+    return np.stack([got[i] for i in range(warmup, len(clip))]), None
+
+
+def _latency(seconds: list[float]) -> dict[str, float]:
+    lat = percentiles_ms(seconds)
+    ms = np.asarray(seconds) * 1e3
+    lat["std"] = float(ms.std())
+    lat["iqr"] = float(np.percentile(ms, 75) - np.percentile(ms, 25))
+    return lat
 
 
 def _reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text if isinstance(e, VdeblurError) else f"{type(e).__name__}: {text}"
+    return text
 
 
-def _threads() -> dict[str, Any]:
+def _thread_env() -> dict[str, Any]:
     return {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if os.environ.get(k)}
 
 
@@ -201,38 +251,75 @@ def _model_info(artifact: Path) -> dict[str, Any]:
 
 
 def _add_ratios(results: list[dict[str, Any]]) -> None:
-    """speedup_vs_torch_fp32: torch fp32 p50 latency / this p50 latency, from the same run."""
+    """speedup_vs_torch_fp32: torch fp32 p50 latency / this p50 latency, from the same run; and the
+    spread of the per-frame ratios (torch frame k / this frame k, interleaved): p25, p50, p75."""
     base = next((r for r in results if r["backend"] == "torch" and r["precision"] == "fp32" and r["latency_ms"]), None)
-    for r in results:
+    for r in sorted(results, key=lambda r: r is base):  # the base last: the others read its frames
+        per_frame = r.get("_per_frame_s")
         r["speedup_vs_torch_fp32"] = (
             base["latency_ms"]["p50"] / r["latency_ms"]["p50"] if base and r["latency_ms"] else None
         )
+        r["speedup_per_frame"] = None
+        if base and per_frame is not None and base.get("_per_frame_s") is not None:
+            ratios = np.asarray(base["_per_frame_s"]) / np.asarray(per_frame)
+            r["speedup_per_frame"] = {q: float(np.percentile(ratios, v)) for q, v in
+                                      (("p25", 25), ("p50", 50), ("p75", 75))}
+    for r in results:
+        r.pop("_per_frame_s", None)
 
 
 def format_table(payload: dict[str, Any]) -> str:
-    """The results as a Markdown table."""
+    """The results as a Markdown table, with the machine, threads and load they were taken under."""
     cfg = payload["config"]
+    m = payload["machine"]
+    cpu = m.get("cpu_info") or {}
+    threads = cfg.get("threads") or {}
     lines = [
         f"# vdeblur bench: {cfg['target']} at {cfg['width']}x{cfg['height']}",
         "",
-        f"{cfg['frames']} timed frames after {cfg['warmup']} warm-up frames; PSNR against {cfg['reference']}. "
-        f"Machine: {payload['machine'].get('cpu')}, {payload['machine'].get('cores')} cores.",
+        f"{cfg['frames']} timed frames after {cfg['warmup']} warm-up frames, combinations interleaved frame by "
+        f"frame; PSNR against {cfg['reference']}. Machine: {m.get('cpu')} ({cpu.get('arch', '?')}; "
+        f"{', '.join(cpu.get('isa', [])) or 'ISA unknown'}), {m.get('cores')} logical cores; "
+        f"{threads.get('intra_op', '?')} threads; load average before {m.get('load_average_before')}, "
+        f"after {m.get('load_average_after')}.",
         "",
-        "| backend | precision | p50 ms | p90 ms | p99 ms | mean ms | fps | peak MB | PSNR dB | vs torch fp32 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | precision | p50 ms | IQR ms | p90 ms | p99 ms | mean ms | fps | +MB | PSNR dB "
+        "| vs torch fp32 (per-frame p25-p75) | graph |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in payload["results"]:
         if r["skipped"]:
-            lines.append(f"| {r['backend']} | {r['precision']} | skipped: {r['skipped']} |||||||||")
+            lines.append(f"| {r['backend']} | {r['precision']} | skipped: {r['skipped']} ||||||||||")
             continue
         lat = r["latency_ms"]
         psnr = r["psnr_db"]
         psnr_s = "-" if psnr is None else (psnr if isinstance(psnr, str) else f"{psnr:.2f}")
         ratio = f"{r['speedup_vs_torch_fp32']:.2f}x" if r.get("speedup_vs_torch_fp32") else "-"
-        peak = f"{r['peak_memory_mb']:.0f}" if r["peak_memory_mb"] else "-"
-        lines.append(f"| {r['backend']} | {r['precision']} | {lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} | "
-                     f"{lat['mean']:.1f} | {r['fps']:.2f} | {peak} | {psnr_s} | {ratio} |")
+        spread = r.get("speedup_per_frame")
+        if spread:
+            ratio += f" ({spread['p25']:.2f}-{spread['p75']:.2f})"
+        mem = f"{r['memory_mb']:.0f}" if r.get("memory_mb") is not None else "-"
+        lines.append(f"| {r['backend']} | {r['precision']} | {lat['p50']:.1f} | {lat.get('iqr', 0.0):.1f} | "
+                     f"{lat['p90']:.1f} | {lat['p99']:.1f} | {lat['mean']:.1f} | {r['fps']:.2f} | {mem} | {psnr_s} | "
+                     f"{ratio} | {_graph_cell(r.get('graph'))} |")
     return "\n".join(lines) + "\n"
+
+
+def _graph_cell(graph: dict[str, Any] | None) -> str:
+    """What ran, in a few words: `model.int8.onnx (not built; int8 as float Q/DQ: no VNNI)`."""
+    if not graph:
+        return "-"
+    what = graph.get("file") or "model code"
+    tags = []
+    if graph.get("built"):
+        tags.append("built")
+    elif graph.get("file"):
+        tags.append("not built")
+    if graph.get("fallback"):
+        tags.append("build fell back to the source graph")
+    if any("float Q/DQ" in n for n in graph.get("notes", [])):
+        tags.append("int8 as float Q/DQ (right, not fast: no VNNI)")
+    return f"{Path(what).name if graph.get('file') else what}" + (f" ({'; '.join(tags)})" if tags else "")
 
 
 def write_report(payload: dict[str, Any], directory: Path) -> list[Path]:
@@ -252,7 +339,7 @@ def write_report(payload: dict[str, Any], directory: Path) -> list[Path]:
         raise missing_dependency("matplotlib", "bench", "the --report plot") from e
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for r in payload["results"]:
-        if r["skipped"] or r["psnr_db"] is None:
+        if r["skipped"] or r["psnr_db"] is None or r["latency_ms"] is None:
             continue
         y = 100.0 if r["psnr_db"] == "inf" else min(float(r["psnr_db"]), 100.0)
         ax.scatter(r["latency_ms"]["p50"], y, s=40)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from vdeblur.errors import UsageError
+from vdeblur.runtime.backends.base import describe
 from vdeblur.runtime.stream import Stream
 from vdeblur.runtime.video import FrameSink, iter_frames, probe_fps
 
@@ -48,9 +49,10 @@ def run_video(artifact: str | Path, source: str | Path, output: str | Path, back
         if sink.count != count:  # one output per input frame, always
             raise UsageError(f"run: wrote {sink.count} frames for {count} inputs. This is a bug; please report it.")
         sink.commit()
+        graph = describe(stream.backend)
     seconds = time.perf_counter() - started
     return {"input": str(source), "output": str(output), "backend": backend, "precision": precision,
-            "frames": count, "seconds": round(seconds, 3), "fps": count / seconds if seconds else 0.0,
+            "graph": graph, "frames": count, "seconds": round(seconds, 3), "fps": count / seconds if seconds else 0.0,
             "input_fps": fps_in, "latency_ms": percentiles_ms(latencies)}
 
 
@@ -66,6 +68,7 @@ def compare_backends(artifact: str | Path, backends: list[str], precision: str =
     outputs: dict[str, np.ndarray] = {}
     skipped: dict[str, str] = {}
     timings: dict[str, float] = {}
+    graphs: dict[str, Any] = {}
     for name in backends:
         try:
             with Stream(artifact, backend=name, precision=precision if name != "torch" else "fp32",
@@ -76,6 +79,7 @@ def compare_backends(artifact: str | Path, backends: list[str], precision: str =
                     outs += stream.push(f)
                 outs += stream.flush()
                 timings[name] = time.perf_counter() - t
+                graphs[name] = describe(stream.backend)
         except Exception as e:  # noqa: BLE001 - a backend that cannot run here is reported, not fatal
             from vdeblur.errors import VdeblurError
 
@@ -91,7 +95,7 @@ def compare_backends(artifact: str | Path, backends: list[str], precision: str =
             metrics = compare(outputs[b], outputs[a], tol if tol is not None else PIXEL_TOL)
             pairs.append({"a": a, "b": b, **{k: json_safe(v) for k, v in metrics.items()}})
     return {"artifact": str(artifact), "precision": precision, "frames": len(clip),
-            "size": list(clip.shape[1:3]), "pairs": pairs, "skipped": skipped,
+            "size": list(clip.shape[1:3]), "pairs": pairs, "skipped": skipped, "graphs": graphs,
             "seconds": {k: round(v, 3) for k, v in timings.items()}}
 
 

@@ -47,6 +47,15 @@ class Backend(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+def describe(backend: Any) -> dict[str, Any]:
+    """Which graph or engine a backend runs (file, built, fallback, notes), as far as it says."""
+    fn = getattr(backend, "describe", None)
+    if callable(fn):
+        return dict(fn())
+    path = getattr(backend, "engine_path", None) or getattr(backend, "graph_file", None)
+    return {"file": str(path) if path else None, "notes": []}
+
+
 def open_backend(artifact: str | Path, backend: str = "onnxruntime", precision: str = "fp32",
                  device: str = "auto", **options: Any) -> Backend:
     """Open ``artifact`` on a backend by name (torch | onnxruntime | tensorrt)."""

@@ -51,24 +51,40 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, artifact: str | Path, precision: str = "fp32", device: str = "auto",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, graph: str | Path | None = None,
+                 session_options: dict[str, Any] | None = None) -> None:
+        """Open the ``precision`` graph of ``artifact``: the engine `vdeblur build` made when there is
+        one usable here, else the artifact's portable graph (``graph_info`` says which, and why).
+
+        graph, session_options: run this ONNX file with these session settings (session.json's
+        ``session_options`` format) instead; the build's verification uses it.
+        threads: intra-op threads (None: the engine's setting, else ONNX Runtime's default).
+        """
         ort = _ort()
         self.iface = Interface(artifact)
         self.precision = precision
         self.device = resolve_device(device)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else [
             "CPUExecutionProvider"]
-        path, settings = self._graph(precision, providers)
-        if settings:
+        if graph is not None:
+            path, settings = Path(graph), {"session_options": dict(session_options or {})}
+            self.graph_info: dict[str, Any] = {"file": str(path), "built": False, "notes": []}
+        else:
+            path, settings = self._graph(precision, providers)
+        if settings.get("session_options"):
             from vdeblur.export.engines import ort_session_options
 
-            opts = ort_session_options(ort, settings["session_options"])
+            opts = ort_session_options(ort, {"graph_optimization_level": "ORT_ENABLE_ALL",
+                                             **settings["session_options"]})
         else:
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if graph is None and not self.graph_info["built"]:
+            self._int8_guard(path, opts)
         if threads:
             opts.intra_op_num_threads = int(threads)
+        self.threads = opts.intra_op_num_threads or None
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # ORT raises its own exception types
@@ -80,17 +96,59 @@ class OnnxRuntimeBackend:
         self._size: tuple[int, int, int] | None = None
 
     def _graph(self, precision: str, providers: list[str]) -> tuple[Path, dict[str, Any]]:
-        """The model `vdeblur build --backend onnxruntime` optimised, with its session settings, when it
-        was built for these providers (a CUDA-optimised model does not load on the CPU provider);
-        else the artifact's portable graph."""
-        built = self.iface.artifact / "engines" / "onnxruntime" / precision
+        """The model `vdeblur build --backend onnxruntime` made, with its session settings, when it
+        was built for these providers (a CUDA-optimised model does not load on the CPU provider) and
+        its int8 kernels are right on this CPU; else the artifact's portable graph. Sets
+        ``graph_info``: the file, whether it is the built engine, the build's fallback, notes."""
+        from vdeblur.contract.device import int8_saturates
+        from vdeblur.contract.precision import SAFE_INT8_WEIGHT
+
+        artifact = self.iface.artifact
+        built = artifact / "engines" / "onnxruntime" / precision
         settings_file = built / SESSION_SETTINGS
+        notes: list[str] = []
         if settings_file.is_file():
             settings = json.loads(settings_file.read_text())
-            model = built / settings.get("model", "model.optimized.onnx")
-            if model.is_file() and settings.get("optimized_for") == providers:
+            model = (built / settings.get("model", "model.optimized.onnx")).resolve()
+            int8 = settings.get("int8") or {}
+            fused_wide = (int8.get("max_abs_weight", 0) > SAFE_INT8_WEIGHT
+                          and not int8.get("disable_quant_qdq", False))
+            if not model.is_file():
+                notes.append(f"the built engine {model.name} is missing: rebuild it")
+            elif settings.get("optimized_for") != providers:
+                notes.append(f"the built engine is for {settings.get('optimized_for')}, not {providers}")
+            elif fused_wide and int8_saturates():
+                notes.append("the built int8 engine has full-range weights in fused integer kernels and this x86 "
+                             "CPU has no VNNI (they would saturate): rebuild it here")
+            else:
+                fallback = settings.get("fallback")
+                self.graph_info = {"file": _rel(model, artifact), "built": True,
+                                   "verified": (settings.get("verification") or {}).get("passed"),
+                                   "fallback": fallback["reason"] if fallback else None, "notes": notes}
                 return model, settings
-        return self.iface.graph_path(precision, "portable"), {}
+        path = self.iface.graph_path(precision, "portable")
+        notes.append("not built: ONNX Runtime optimises it at load time (unverified); "
+                     f"`vdeblur build {artifact} --backend onnxruntime --precision {precision}` verifies it")
+        self.graph_info = {"file": _rel(path, artifact), "built": False, "verified": None, "fallback": None,
+                           "notes": notes}
+        return path, {}
+
+    def _int8_guard(self, path: Path, opts: Any) -> None:
+        """An unbuilt int8 graph with full-range weights on a CPU whose U8S8 kernels saturate: run its
+        Q/DQ in float (right, not fast) and say so in ``graph_info``."""
+        if self.precision not in ("int8", "fp8"):
+            return
+        from vdeblur.export.engines import DISABLE_QDQ, int8_settings
+
+        int8 = int8_settings(path)
+        if int8 and int8["disable_quant_qdq"]:
+            opts.add_session_config_entry(DISABLE_QDQ, "1")
+            self.graph_info["notes"].append(int8["note"])
+
+    def describe(self) -> dict[str, Any]:
+        """Which graph this backend runs: file (relative to the artifact), built (the verified
+        engine of `vdeblur build`), fallback (why the build fell back, or None), notes, threads."""
+        return {**self.graph_info, "precision": self.precision, "device": self.device, "threads": self.threads}
 
     # ----- stateful stepping -------------------------------------------------------------
 
@@ -160,6 +218,13 @@ class OnnxRuntimeBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return os.path.relpath(path, root)
+    except ValueError:  # another drive (Windows)
+        return str(path)
 
 
 def open(artifact: str | Path, precision: str = "fp32", device: str = "auto", **options: Any) -> OnnxRuntimeBackend:  # noqa: A001

@@ -19,7 +19,8 @@ from vdeblur.runtime.backends._common import Interface
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, artifact: str | Path, precision: str = "fp32", device: str = "auto") -> None:
+    def __init__(self, artifact: str | Path, precision: str = "fp32", device: str = "auto",
+                 threads: int | None = None) -> None:
         import torch
 
         from vdeblur.export.stepgraph import step_module
@@ -47,6 +48,15 @@ class TorchBackend:
         self.outputs = list(self._spec.output_names)
         self._states: list[Any] | None = None
         self._size: tuple[int, int, int] | None = None
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.threads = torch.get_num_threads()
+
+    def describe(self) -> dict[str, Any]:
+        """What this backend runs: the model code itself (the fp32 reference), no graph file."""
+        return {"file": None, "built": False, "verified": None, "fallback": None,
+                "notes": ["the model code in PyTorch (the fp32 reference)"], "precision": "fp32",
+                "device": str(self.device), "threads": self.threads}
 
     def reset(self, batch: int, height: int, width: int) -> None:
         self._states = self._spec.initial_states(batch, height, width, self.device)
@@ -85,6 +95,7 @@ class TorchBackend:
 
 
 def open(artifact: str | Path, precision: str = "fp32", device: str = "auto", **options: Any) -> TorchBackend:  # noqa: A001
+    threads = options.pop("threads", None)
     if options:
-        raise BackendError(f"torch backend: unknown options {sorted(options)}.")
-    return TorchBackend(artifact, precision=precision, device=device)
+        raise BackendError(f"torch backend: unknown options {sorted(options)}. Expected threads=N at most.")
+    return TorchBackend(artifact, precision=precision, device=device, threads=threads)
