@@ -36,3 +36,17 @@ def kernels_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.skip("a GPU is present: the custom ops use the kernels on CUDA tensors")
     monkeypatch.setenv("VDEBLUR_CPU_KERNELS", "1")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def spy_on(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[tuple]:
+    """Wrap ``module.name`` so that its calls are recorded (and still made); returns the call list.
+    The custom-op dispatch tests use it to see that the kernel, not the reference, ran."""
+    calls: list[tuple] = []
+    real = getattr(module, name)
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls

@@ -22,13 +22,17 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 def test_demo_end_to_end(demo: tuple[Path, dict]) -> None:
     out, result = demo
     rows = {r["precision"]: r for r in result["precisions"]}
-    assert set(rows) == {"fp32", "int8"}
+    assert set(rows) == {"fp32", "int8"} and result["status"] == "done"
     for r in rows.values():
-        assert set(r) == {"precision", "psnr_blurry_db", "psnr_deblurred_db", "latency_ms_p50", "fps"}
-        assert r["fps"] > 0 and r["latency_ms_p50"] > 0
+        assert set(r) == {"precision", "psnr_blurry_db", "psnr_deblurred_db", "latency_ms_p50", "fps", "graph",
+                          "skipped", "notes"}
+        assert r["skipped"] is None and r["fps"] > 0 and r["latency_ms_p50"] > 0
+        assert r["graph"]["built"] is True and r["graph"]["file"].startswith("engines/onnxruntime/")
     fp32, int8 = rows["fp32"], rows["int8"]
     assert fp32["psnr_deblurred_db"] > fp32["psnr_blurry_db"]  # the checkpoint improves the held-out clip
-    assert abs(int8["psnr_deblurred_db"] - fp32["psnr_deblurred_db"]) <= 0.5  # the bar
+    # int8 within 0.3 dB of fp32 against the sharp frames, on any CPU (7-bit weights: no saturation)
+    assert abs(int8["psnr_deblurred_db"] - fp32["psnr_deblurred_db"]) <= 0.3
+    assert result["cpu"]["arch"]
     for name in ("deblurred_fp32.mp4", "deblurred_int8.mp4", "side_by_side_fp32.png", "side_by_side_int8.png",
                  "artifact", MARKER):
         assert (out / name).exists(), name
@@ -44,6 +48,36 @@ def test_demo_checkpoint_gains_at_least_1_db(demo: tuple[Path, dict]) -> None:
     assert fp32["psnr_deblurred_db"] >= fp32["psnr_blurry_db"] + 1.0
 
 
+@pytest.mark.slow
+def test_demo_goes_on_when_a_precision_is_left_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vdeblur.contract import precision as contract_precision
+
+    monkeypatch.setitem(contract_precision.VARIANT_BARS, "int8", contract_precision.FrameBar(200.0, 0.0))
+    result = run_demo(tmp_path / "out", precisions=["int8"])
+    (row,) = result["precisions"]
+    assert row["precision"] == "int8" and row["psnr_deblurred_db"] is None
+    assert "the export left it out: below its bar against run_clip" in row["skipped"]
+    assert json.loads((tmp_path / "out" / MARKER).read_text())["status"] == "done"
+
+
+def test_demo_json_says_failed_when_the_demo_dies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vdeblur.export.artifact as artifact_mod
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(artifact_mod, "export_artifact", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_demo(tmp_path / "out", precisions=["fp32"])
+    marker = json.loads((tmp_path / "out" / MARKER).read_text())
+    assert marker == {"status": "failed", "error": "RuntimeError: disk full"}
+
+
+def test_demo_precisions_are_checked() -> None:
+    with pytest.raises(UsageError, match="demo: precision fp8 is not offered"):
+        run_demo("unused", precisions=["fp32", "fp8"])
+
+
 def test_demo_refuses_a_foreign_directory(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match="holds other files"):
@@ -52,10 +86,7 @@ def test_demo_refuses_a_foreign_directory(tmp_path: Path) -> None:
 
 
 def test_bundled_assets_are_consistent() -> None:
-    files = assets()
-    assert files.checkpoint.stat().st_size < 8 * 2**20
-    total = sum(p.stat().st_size for p in files.checkpoint.parent.iterdir() if p.is_file())
-    assert total < 12 * 2**20
+    files = assets()  # their size budget: tests/data/test_demo_assets.py
     from vdeblur.models import create, load_checkpoint
 
     report = load_checkpoint(create(files.preset), files.checkpoint)  # official raw state_dict format

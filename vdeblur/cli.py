@@ -214,20 +214,29 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 def _cmd_demo(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from vdeblur.demo import run_demo
 
-    result = run_demo(args.out, progress=_ProgressBar(not args.json))
+    result = run_demo(args.out, progress=_ProgressBar(not args.json), precisions=_csv(args.precisions) or None)
     clip = result["clip"]
     lines = [f"vdeblur demo: {result['model']} on a held-out {clip['width']}x{clip['height']} clip of "
              f"{clip['frames']} frames ({result['backend']}, {result['seconds']} s)", "",
              f"{'precision':<10} {'PSNR blurry':>12} {'PSNR deblurred':>15} {'latency p50':>12} {'fps':>8}"]
     for r in result["precisions"]:
+        if r.get("skipped"):
+            lines.append(f"{r['precision']:<10} skipped: {r['skipped']}")
+            _warn(f"demo: {r['precision']} skipped: {r['skipped']}")
+            continue
         lines.append(f"{r['precision']:<10} {r['psnr_blurry_db']:>9.2f} dB {r['psnr_deblurred_db']:>12.2f} dB "
                      f"{r['latency_ms_p50']:>9.1f} ms {r['fps']:>8.2f}")
+        for note in r.get("notes", []):
+            lines.append(f"{'':<10} note: {note}")
+            _warn(f"demo: {r['precision']}: {note}")
     lines += ["", f"written to {result['out']}/: " + ", ".join(result["files"])]
     return result, "\n".join(lines)
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="vdeblur-demo", help="output directory (default ./vdeblur-demo)")
+    p.add_argument("--precisions", default="fp32,int8",
+                   help="comma list of fp32,fp16,bf16,int8 to export, build and stream (default fp32,int8)")
 
 
 def _add_run(p: argparse.ArgumentParser) -> None:

@@ -3,13 +3,18 @@
 The package ships a small MTU checkpoint trained on synthetic blur (scripts/train_demo.py) and a
 held-out blurry clip with its sharp ground truth (scripts/make_demo_clip.py). The demo
 
-1. exports the checkpoint (official raw state_dict format) to an artifact with fp32 and int8
-   graphs; int8 is calibrated on synthetic clips of the training images, not on the demo clip;
+1. exports the checkpoint (official raw state_dict format) to an artifact with the chosen precisions
+   (default fp32 and int8); int8 is calibrated on synthetic clips of the training images, not on
+   the demo clip;
 2. builds the ONNX Runtime engine of each precision;
 3. streams the blurry clip through each, writing the deblurred video and a side-by-side PNG
    (blurry / deblurred / sharp) of the middle frame;
 4. reports per precision: latency p50 and fps, the PSNR of the blurry input and of the deblurred
-   output against the sharp frames.
+   output against the sharp frames, and which graph ran.
+
+It never dies because an optional step failed: a precision variant the export left out (below its
+bar) is reported as skipped with the reason, a build that fell back says so, and demo.json is
+always finished (``status`` "done").
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from vdeblur.errors import UsageError
 
 Progress = Callable[[str, float], None]
 MARKER = "demo.json"
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8")  # the default
+CHOICES = ("fp32", "fp16", "bf16", "int8")
 
 
 def assets() -> Any:
@@ -74,14 +80,22 @@ def side_by_side(*frames: np.ndarray, gap: int = 4) -> np.ndarray:
     return np.concatenate(pieces, axis=1)
 
 
-def run_demo(out: str | Path = "vdeblur-demo", progress: Progress | None = None) -> dict[str, Any]:
-    from vdeblur.export.artifact import export_artifact
-    from vdeblur.export.engines import build
-    from vdeblur.metrics import psnr
-    from vdeblur.runtime.run import percentiles_ms
-    from vdeblur.runtime.stream import Stream
-    from vdeblur.runtime.video import FrameSink, encode_png, iter_frames
+def _check_precisions(precisions: list[str] | tuple[str, ...] | None) -> list[str]:
+    wanted = list(dict.fromkeys(precisions or PRECISIONS))
+    bad = [p for p in wanted if p not in CHOICES]
+    if bad or not wanted:
+        raise UsageError(f"demo: precision {', '.join(bad) or '(none)'} is not offered. Expected some of "
+                         f"{', '.join(CHOICES)}.")
+    return wanted
 
+
+def run_demo(out: str | Path = "vdeblur-demo", progress: Progress | None = None,
+             precisions: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Run the demo into ``out``; returns what demo.json holds. precisions: some of fp32, fp16,
+    bf16, int8 (default fp32, int8); fp32 is always exported (the reference)."""
+    from vdeblur.runtime.video import iter_frames
+
+    wanted = _check_precisions(precisions)
     say = progress or (lambda stage, fraction: None)
     out = Path(out)
     files = assets()
@@ -91,21 +105,56 @@ def run_demo(out: str | Path = "vdeblur-demo", progress: Progress | None = None)
         raise UsageError(f"demo: the bundled clips differ in shape {blurry.shape} vs {sharp.shape}. Reinstall vdeblur.")
     _prepare_out(out)
     (out / MARKER).write_text(json.dumps({"status": "running"}) + "\n")
+    try:
+        result = _run(out, files, blurry, sharp, wanted, say)
+    except BaseException as e:  # demo.json says how it ended, whatever happened
+        (out / MARKER).write_text(json.dumps({"status": "failed", "error": f"{type(e).__name__}: {e}"}) + "\n")
+        raise
+    say("done", 1.0)
+    return result
+
+
+def _run(out: Path, files: Any, blurry: np.ndarray, sharp: np.ndarray, wanted: list[str],
+         say: Progress) -> dict[str, Any]:
+    from vdeblur.contract.device import cpu_info
+    from vdeblur.errors import VdeblurError
+    from vdeblur.export.artifact import export_artifact
+    from vdeblur.export.engines import build
+    from vdeblur.metrics import psnr
+    from vdeblur.runtime.run import percentiles_ms
+    from vdeblur.runtime.stream import Stream
+    from vdeblur.runtime.video import FrameSink, encode_png
+
     started = time.perf_counter()
     height, width = blurry.shape[1:3]
     with tempfile.TemporaryDirectory(prefix="vdeblur-demo-") as tmp:
         say("calibration frames", 0.02)
         calibration = _calibration_folder(Path(tmp), height, width)
-        say("exporting fp32 and int8", 0.1)
+        say(f"exporting {', '.join(wanted)}", 0.1)
         export = export_artifact(files.preset, out / "artifact", checkpoint=files.checkpoint,
-                                 precisions=list(PRECISIONS), calibration=calibration, height=height, width=width,
+                                 precisions=wanted, calibration=calibration, height=height, width=width,
                                  frames=4)
+    left_out = {s["precision"]: s["reason"] for s in export.get("skipped", [])}
     rows = []
     psnr_blurry = psnr(blurry / 255.0, sharp / 255.0)
     middle = len(blurry) // 2
-    for k, precision in enumerate(PRECISIONS):
-        say(f"building and streaming {precision}", 0.5 + 0.45 * k / len(PRECISIONS))
-        build(out / "artifact", "onnxruntime", precision=precision)
+    for k, precision in enumerate(wanted):
+        say(f"building and streaming {precision}", 0.5 + 0.45 * k / len(wanted))
+        row: dict[str, Any] = {"precision": precision, "psnr_blurry_db": psnr_blurry, "psnr_deblurred_db": None,
+                               "latency_ms_p50": None, "fps": None, "graph": None, "skipped": None, "notes": []}
+        rows.append(row)
+        if precision in left_out:
+            row["skipped"] = f"the export left it out: {left_out[precision]}"
+            continue
+        try:
+            built = build(out / "artifact", "onnxruntime", precision=precision)
+        except VdeblurError as e:  # e.g. ONNX Runtime cannot run this precision here
+            row["skipped"] = f"the build failed: {e}"
+            continue
+        if built.get("fallback"):
+            row["notes"].append(f"build fell back: {built['fallback']['reason']}")
+        if (built.get("int8") or {}).get("note"):
+            row["notes"].append(built["int8"]["note"])
         latencies = []
         outputs: dict[int, np.ndarray] = {}
         with Stream(out / "artifact", backend="onnxruntime", precision=precision) as stream:
@@ -114,6 +163,7 @@ def run_demo(out: str | Path = "vdeblur-demo", progress: Progress | None = None)
                 outputs.update(stream.push(frame))
                 latencies.append(time.perf_counter() - t)
             outputs.update(stream.flush())
+            row["graph"] = stream.backend.describe()
         deblurred = np.stack([outputs[i] for i in range(len(blurry))])
         with FrameSink(out / f"deblurred_{precision}.mp4", fps=float(files.clip_meta.get("fps", 24))) as sink:
             for f in deblurred:
@@ -122,10 +172,10 @@ def run_demo(out: str | Path = "vdeblur-demo", progress: Progress | None = None)
         (out / f"side_by_side_{precision}.png").write_bytes(
             encode_png(side_by_side(blurry[middle], deblurred[middle], sharp[middle])))
         lat = percentiles_ms(latencies)
-        rows.append({"precision": precision, "psnr_blurry_db": psnr_blurry,
-                     "psnr_deblurred_db": psnr(deblurred / 255.0, sharp / 255.0),
-                     "latency_ms_p50": lat["p50"], "fps": len(latencies) / sum(latencies)})
+        row.update({"psnr_deblurred_db": psnr(deblurred / 255.0, sharp / 255.0), "latency_ms_p50": lat["p50"],
+                    "fps": len(latencies) / sum(latencies)})
     result = {
+        "status": "done",
         "precisions": rows,
         "clip": {"frames": int(len(blurry)), "height": int(height), "width": int(width),
                  "source": files.clip_meta.get("source")},
@@ -134,8 +184,9 @@ def run_demo(out: str | Path = "vdeblur-demo", progress: Progress | None = None)
         "out": str(out),
         "files": sorted(p.name for p in out.iterdir()),
         "export_validation_psnr_db": export["validation"]["results"]["fp32"]["psnr_db"],
+        "cpu": cpu_info(),
         "seconds": round(time.perf_counter() - started, 1),
     }
     (out / MARKER).write_text(json.dumps(result, indent=2) + "\n")
-    say("done", 1.0)
     return result
+

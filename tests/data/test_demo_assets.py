@@ -15,10 +15,12 @@ from vdeblur.metrics import psnr
 from vdeblur.models import create, load_checkpoint, run_clip
 from vdeblur.runtime.video import iter_frames
 
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not (DEMO_DIR / "mtu_demo.pth").is_file(), reason="demo assets not generated")
 
 
 def test_assets_are_small() -> None:
+    """The one asset budget: everything bundled for the demo in under 8 MiB."""
     total = sum(p.stat().st_size for p in DEMO_DIR.iterdir() if p.is_file())
     assert total < 8 * 1024 * 1024
 
@@ -41,10 +43,28 @@ def test_checkpoint_is_a_raw_official_state_dict() -> None:
     assert log["final_eval"]["gain_db"] > 0.0
 
 
+@pytest.mark.slow
 def test_checkpoint_meets_the_1_db_bar() -> None:
-    # issue 7: +1 dB over the blurry input on held-out clips (run_clip, 320x180), as the training log records
-    log = json.loads(demo_assets().training_log.read_text())
-    assert log["final_eval"]["gain_db"] >= 1.0
+    """Measure the bundled model on the held-out evaluation clips (the training script's protocol:
+    2 clips per held-out photograph, 8 frames at 320x180, run_clip), not the log's claim."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_demo", REPO / "scripts" / "train_demo.py")
+    assert spec is not None and spec.loader is not None
+    train_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_demo)
+    from vdeblur.data import demo_sources
+
+    assets = demo_assets()
+    model = create(assets.preset).eval()
+    load_checkpoint(model, assets.checkpoint)
+    _, held = demo_sources(grey=True)
+    clips = train_demo.held_out_clips(held, 2, 8, 180, 320, seed=0)
+    measured = train_demo.evaluate(model, clips)
+    logged = json.loads(assets.training_log.read_text())["final_eval"]
+    print(f"\nheld-out gain: measured {measured['gain_db']:.3f} dB, logged {logged['gain_db']:.3f} dB")
+    assert measured["gain_db"] >= 1.0
+    assert measured["gain_db"] == pytest.approx(logged["gain_db"], abs=0.05)  # the log tells the truth
 
 
 def test_clip_decodes_and_matches_metadata() -> None:

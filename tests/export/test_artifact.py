@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from vdeblur.errors import CheckpointError, ExportError, UsageError
+from vdeblur.errors import CheckpointError, ExportError, UsageError, VdeblurError
 from vdeblur.export import manifest as manifest_mod
 from vdeblur.export.artifact import export_artifact
 
@@ -223,3 +224,32 @@ def test_precision_variants_are_validated(tmp_path: Path, calibration_pngs: Path
     assert argmax and set(argmax) <= set(kept)  # the motion search stays in fp32
     assert any("int8" in note for note in report["validation"]["notes"])
     assert (out / "model.portable.int8.onnx").is_file()
+    assert m.graph("int8").quantization["weight_bits"] == 7 and results["int8"]["passed"] is True
+    assert report["skipped"] == []
+
+
+def test_a_variant_below_its_bar_is_left_out_and_the_export_goes_on(
+        tmp_path: Path, calibration_pngs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vdeblur.contract import precision as contract_precision
+
+    monkeypatch.setitem(contract_precision.VARIANT_BARS, "int8", contract_precision.FrameBar(200.0, 0.0))
+    out = tmp_path / "art"
+    report = export_artifact("mtu2", out, overrides=MTU, plugins="trt", precisions=["fp16", "int8"],
+                             calibration=calibration_pngs, **SIZE)
+    m = manifest_mod.read(out)
+    assert {g.precision for g in m.graphs} == {"fp32", "fp16"}  # int8 is not in the artifact
+    assert not list(out.glob("*int8*"))
+    (skipped,) = report["skipped"]
+    assert skipped["precision"] == "int8"
+    assert re.search(r"below its bar against run_clip \(PSNR [0-9.]+ dB < 200\.0 dB\)", skipped["reason"])
+    assert report["validation"]["results"]["int8"]["passed"] is False
+    with pytest.raises(VdeblurError, match="no int8 graph"):
+        m.graph("int8")
+
+
+def test_cli_export_rejects_unknown_int8_weights(tmp_path: Path) -> None:
+    bad = subprocess.run(
+        [sys.executable, "-m", "vdeblur", "export", "mtu2", "--out", str(tmp_path / "x"), "--int8-weights", "6bit"],
+        capture_output=True, text=True, check=False,
+    )
+    assert bad.returncode == 2 and "invalid choice: '6bit'" in bad.stderr

@@ -13,6 +13,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from vdeblur.contract.precision import int8_weight_range
 from vdeblur.errors import MissingDependencyError, UsageError
 from vdeblur.export import precision as P
 from vdeblur.export.onnx import export_step_graph, ort_session, stream_onnx, validation_clip
@@ -162,7 +163,54 @@ def test_int8_ort_quantizer_runs_on_ort(exported: dict[str, Exported], family: s
     metrics = e.psnr(result.file)
     print(f"\n{family} int8 (ORT QDQ) vs fp32 reference: {metrics['psnr_db']:.1f} dB, "
           f"{metrics['fraction_within_tol']:.4f} within tol")
-    assert metrics["psnr_db"] > 30.0
+    assert metrics["psnr_db"] >= 45.0  # the bar on every CPU: 7-bit weights do not saturate without VNNI
+    assert result.quantization["weight_bits"] == 7 and result.quantization["max_abs_weight"] <= 64
+    assert int8_weight_range(out) == result.quantization["max_abs_weight"]
+
+
+@pytest.fixture(scope="module")
+def full_range_int8(exported: dict[str, Exported]) -> Path:
+    e = exported["mmprnn"]
+    result = P.convert(e.path, e.folder / "mmprnn.int8full.onnx", "int8", e.spec, e.calibration,
+                       int8_weights="full")
+    assert result.quantization["weight_bits"] == 8 and result.quantization["max_abs_weight"] > 64
+    assert "VNNI" in result.quantization["right_on"]
+    return Path(result.file)
+
+
+def test_int8_full_range_weights_on_a_cpu_without_vnni(exported: dict[str, Exported], full_range_int8: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The non-VNNI path, made visible on any machine by forcing the CPU flags: full-range weights
+    run as float Q/DQ there (right), 7-bit weights keep the integer kernels (fast and right)."""
+    from vdeblur.contract.device import cpu_info, int8_saturates
+    from vdeblur.export.engines import int8_settings
+
+    e = exported["mmprnn"]
+    reduced = P.convert(e.path, e.folder / "mmprnn.int8.onnx", "int8", e.spec, e.calibration).file
+    monkeypatch.setenv("VDEBLUR_CPU_FLAGS", "sse4_2,avx,avx2,fma")  # an AVX2-only x86 CPU
+    if cpu_info()["arch"] != "x86_64":
+        pytest.skip("the U8S8 saturation is an x86-64 matter")
+    assert int8_saturates() and cpu_info()["flags_overridden_by"] == "VDEBLUR_CPU_FLAGS"
+    full = int8_settings(full_range_int8)
+    assert full["disable_quant_qdq"] is True and "float Q/DQ" in full["note"] and full["weight_bits"] == 8
+    assert int8_settings(reduced)["disable_quant_qdq"] is False
+    assert int8_settings(e.path) is None  # fp32: no int8 weights
+    # Float Q/DQ (what the runtime opens on such a CPU) keeps the int8 model's fidelity.
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.disable_quant_qdq", "1")
+    session = ort.InferenceSession(str(full_range_int8), opts, providers=["CPUExecutionProvider"])
+    metrics = compare(stream_onnx(session, e.spec, e.clip.numpy()), e.reference)
+    assert metrics["psnr_db"] >= 45.0
+    monkeypatch.setenv("VDEBLUR_CPU_FLAGS", "avx2,avx512f,avx512_vnni")
+    assert int8_settings(full_range_int8)["disable_quant_qdq"] is False  # VNNI: the integer kernels are right
+
+
+def test_unknown_int8_weights(exported: dict[str, Exported]) -> None:
+    e = exported["mtu"]
+    with pytest.raises(UsageError, match="int8 weights: '4bit' is unknown"):
+        P.convert(e.path, e.folder / "x.onnx", "int8", e.spec, e.calibration, int8_weights="4bit")
 
 
 # --------------------------------------------------------------------------------------------

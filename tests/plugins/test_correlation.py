@@ -6,7 +6,7 @@ import onnx
 import pytest
 import torch
 
-from tests.conftest import kernel_device
+from tests.conftest import kernel_device, spy_on
 from tests.plugins._export import export, run_ort
 from vdeblur.errors import ShapeError, UsageError
 from vdeblur.plugins import correlation
@@ -73,11 +73,13 @@ def test_kernel_half_precision() -> None:
 
 
 @pytest.mark.usefixtures("kernels_on_cpu")
-def test_custom_op_dispatches_to_kernel_and_differentiates() -> None:
+def test_custom_op_dispatches_to_kernel_and_differentiates(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(3)
     f1 = torch.randn(1, 3, 6, 7, requires_grad=True)
     f2 = torch.randn(1, 3, 6, 7, requires_grad=True)
+    calls = spy_on(monkeypatch, kernel, "correlation")
     out = correlation(f1, f2, 2)
+    assert len(calls) == 1  # the kernel ran, not the reference
     torch.testing.assert_close(out, reference.correlation(f1, f2, 2), rtol=1e-5, atol=1e-5)
     g = torch.randn_like(out)
     out.backward(g)

@@ -6,7 +6,7 @@ import onnx
 import pytest
 import torch
 
-from tests.conftest import kernel_device
+from tests.conftest import kernel_device, spy_on
 from tests.plugins._export import export, run_ort
 from vdeblur.errors import UsageError
 from vdeblur.plugins import correlation_argmax
@@ -87,9 +87,11 @@ def test_fused_kernel_with_zero_features() -> None:
 
 
 @pytest.mark.usefixtures("kernels_on_cpu")
-def test_custom_op_dispatches_to_fused_kernel() -> None:
+def test_custom_op_dispatches_to_fused_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     f1, f2 = moving_pair((1, 4, 9, 10), (1, 1), seed=3)
+    calls = spy_on(monkeypatch, kernel, "correlation_argmax")
     assert_same_choice(correlation_argmax(f1, f2, 2, 3), f1, f2, 2, 3)
+    assert len(calls) == 1  # the fused kernel ran, not the reference
 
 
 def test_not_differentiable_and_validates() -> None:

@@ -6,7 +6,7 @@ import onnx
 import pytest
 import torch
 
-from tests.conftest import kernel_device
+from tests.conftest import kernel_device, spy_on
 from tests.plugins._export import export, run_ort
 from vdeblur.errors import ShapeError, UsageError
 from vdeblur.plugins import flow_warp
@@ -72,10 +72,12 @@ def test_gradients_in_x_and_flow() -> None:
 
 
 @pytest.mark.usefixtures("kernels_on_cpu")
-def test_custom_op_uses_kernel_forward_and_reference_backward() -> None:
+def test_custom_op_uses_kernel_forward_and_reference_backward(monkeypatch: pytest.MonkeyPatch) -> None:
     x = torch.randn(1, 3, 6, 7, requires_grad=True)
     flow = (torch.randn(1, 2, 6, 7) * 2).requires_grad_()
+    calls = spy_on(monkeypatch, kernel, "flow_warp")
     out = flow_warp(x, flow)
+    assert len(calls) == 1  # the kernel ran forward, not the reference
     torch.testing.assert_close(out, reference.flow_warp(x, flow), atol=ATOL, rtol=0)
     out.square().sum().backward()
     x2, f2 = x.detach().requires_grad_(), flow.detach().requires_grad_()

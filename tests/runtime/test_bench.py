@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vdeblur.errors import UsageError
 from vdeblur.runtime.bench import bench
 
-LATENCY_KEYS = {"min", "p50", "p90", "p99", "max", "mean"}
+LATENCY_KEYS = {"min", "p50", "p90", "p99", "max", "mean", "std", "iqr"}
 
 
 def test_bench_schema_and_skips(mtu_artifact: Path, tmp_path: Path) -> None:
@@ -22,7 +23,7 @@ def test_bench_schema_and_skips(mtu_artifact: Path, tmp_path: Path) -> None:
     rows = {(r["backend"], r["precision"]): r for r in payload["results"]}
     assert set(rows) == {(b, p) for b in ("torch", "onnxruntime", "tensorrt") for p in ("fp32", "int8")}
     for r in payload["results"]:
-        assert {"backend", "precision", "latency_ms", "fps", "peak_memory_mb", "psnr_db", "skipped"} <= set(r)
+        assert {"backend", "precision", "latency_ms", "fps", "memory_mb", "psnr_db", "skipped", "graph"} <= set(r)
     for key in [("torch", "fp32"), ("onnxruntime", "fp32")]:
         r = rows[key]
         assert r["skipped"] is None and set(r["latency_ms"]) == LATENCY_KEYS and r["fps"] > 0
@@ -35,6 +36,14 @@ def test_bench_schema_and_skips(mtu_artifact: Path, tmp_path: Path) -> None:
     assert "tensorrt" in rows[("tensorrt", "fp32")]["skipped"]
     assert rows[("torch", "fp32")]["speedup_vs_torch_fp32"] == pytest.approx(1.0)
     assert payload["config"]["height"] == 28 and payload["machine"]["cores"]
+    cpu = payload["machine"]["cpu_info"]
+    assert cpu["model"] and cpu["arch"] and isinstance(cpu["isa"], list) and isinstance(cpu["vnni"], bool)
+    assert "load_average_before" in payload["machine"] and "load_average_after" in payload["machine"]
+    assert payload["config"]["threads"]["intra_op"] >= 1 and payload["config"]["interleaved"] is True
+    assert rows[("onnxruntime", "fp32")]["graph"]["file"] == "model.onnx"  # not built: said so
+    assert rows[("torch", "fp32")]["graph"]["file"] is None
+    spread = rows[("onnxruntime", "fp32")]["speedup_per_frame"]
+    assert spread["p25"] <= spread["p50"] <= spread["p75"]
     report = tmp_path / "report"
     assert "| onnxruntime | fp32 |" in (report / "results.md").read_text()
     assert json.loads((report / "results.json").read_text())["config"]["width"] == 36
@@ -67,3 +76,42 @@ def test_bench_bad_inputs(mtu_artifact: Path) -> None:
         bench(mtu_artifact, ["onnxruntime"], ["fp4"])
     with pytest.raises(UsageError, match="--frames 0"):
         bench(mtu_artifact, ["onnxruntime"], ["fp32"], frames=0)
+
+
+def test_bench_interleaves_the_combinations_frame_by_frame(mtu_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After every combination's warm-up, timed frame k goes through every combination before frame
+    k + 1, in a rotating order; threads are pinned for both backends."""
+    from vdeblur.runtime.stream import Stream
+
+    calls: list[tuple[str, int]] = []
+    push = Stream.push
+
+    def spy(self: Stream, frame: np.ndarray) -> list:
+        calls.append((self.backend.name, int(round(float(frame[0, 0, 0]) * 1e6))))
+        return push(self, frame)
+
+    monkeypatch.setattr(Stream, "push", spy)
+    payload = bench(mtu_artifact, ["torch", "onnxruntime"], ["fp32"], height=24, width=32, frames=4, warmup=2,
+                    threads=1)
+    assert payload["config"]["threads"]["intra_op"] == 1
+    assert all(r["graph"]["threads"] == 1 for r in payload["results"])
+    names = [name for name, _ in calls]
+    # bench's own calls (the torch reference is the torch combination: no extra stream)
+    assert names[:4] == ["torch", "torch", "onnxruntime", "onnxruntime"]  # warm-up, per combination
+    timed = names[4:]
+    assert len(timed) == 8 and all(set(timed[i:i + 2]) == {"torch", "onnxruntime"} for i in range(0, 8, 2))
+    assert timed[0::2] != ["torch"] * 4  # the order rotates
+    frames = [f for _, f in calls[4:]]
+    assert frames[0] == frames[1] and frames[2] == frames[3] and frames[0] != frames[2]
+
+
+def test_bench_skips_only_what_cannot_run_here(mtu_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VdeblurError (no graph, no GPU) is a skipped row; any other exception is a bug and propagates."""
+    from vdeblur.runtime.backends import onnxruntime as ort_backend
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the backend")
+
+    monkeypatch.setattr(ort_backend, "open", broken)
+    with pytest.raises(RuntimeError, match="a bug in the backend"):
+        bench(mtu_artifact, ["onnxruntime"], ["fp32"], height=24, width=32, frames=1, warmup=0)

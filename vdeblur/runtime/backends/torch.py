@@ -48,7 +48,9 @@ class TorchBackend:
         self.outputs = list(self._spec.output_names)
         self._states: list[Any] | None = None
         self._size: tuple[int, int, int] | None = None
-        if threads:
+        self._threads_before: int | None = None
+        if threads and int(threads) != torch.get_num_threads():
+            self._threads_before = torch.get_num_threads()  # restored by close(): the setting is process-wide
             torch.set_num_threads(int(threads))
         self.threads = torch.get_num_threads()
 
@@ -86,6 +88,11 @@ class TorchBackend:
     def close(self) -> None:
         self._states = None
         self._size = None
+        if self._threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     def __enter__(self) -> TorchBackend:
         return self
