@@ -11,20 +11,18 @@ from typing import Any
 
 
 def machine() -> dict[str, Any]:
+    """The machine of a recorded figure: CPU model and ISA flags (vdeblur.contract.device), cores,
+    versions, torch threads, GPU, load average."""
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from vdeblur.contract.device import cpu_info, load_average
+
+    info = cpu_info()
     return {
-        "cpu": cpu,
+        "cpu": info["model"],
+        "cpu_info": info,
+        "load_average": load_average(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

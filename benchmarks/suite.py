@@ -6,8 +6,10 @@ machine's backends, recorded with the machine description in benchmarks/results/
                                [--frames 8] [--warmup 2] [--out benchmarks/results/suite.json]
 
 Models are exported once each with random weights (latency work) and every precision; each size
-is then benchmarked with `vdeblur.runtime.bench.bench`, so every figure of a size comes from the
-same run and is also given as a ratio to torch eager fp32 from that run. The suite also measures
+is then benchmarked with `vdeblur.runtime.bench.bench`, the combinations interleaved frame by
+frame with pinned threads, so every figure of a size comes from the same run and is also given as
+a ratio to torch eager fp32 from that run (with the spread of the per-frame ratios). The CPU model,
+its ISA flags and the load average before and after each size are recorded. The suite also measures
 the overhead of `Stream.push` over bare backend steps (interleaved blocks, ONNX Runtime fp32).
 """
 
@@ -73,6 +75,7 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp32,fp16,int8")
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: logical cores)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "suite.json")
     args = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]  # (W, H)
@@ -89,7 +92,7 @@ def main() -> None:
             print(f"exported {model} in {time.perf_counter() - t:.0f} s", flush=True)
             for w, h in sizes:
                 payload = bench(artifact, args.backends.split(","), precisions, height=h, width=w,
-                                frames=args.frames, warmup=args.warmup)
+                                frames=args.frames, warmup=args.warmup, threads=args.threads)
                 payload["config"]["target"] = model
                 entry = {"model": model, "size": f"{w}x{h}", **payload}
                 if (w, h) == (640, 360):
