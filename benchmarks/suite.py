@@ -5,7 +5,8 @@ machine's backends, recorded with the machine description in benchmarks/results/
                                [--backends torch,onnxruntime,tensorrt] [--precisions fp32,fp16,int8]
                                [--frames 8] [--warmup 2] [--out benchmarks/results/suite.json]
 
-Models are exported once each with random weights (latency work) and every precision; each size
+Models are exported once each with random weights (latency work) and every precision, and their
+ONNX Runtime engines built (`vdeblur build`, unless --no-build); each size
 is then benchmarked with `vdeblur.runtime.bench.bench`, the combinations interleaved frame by
 frame with pinned threads, so every figure of a size comes from the same run and is also given as
 a ratio to torch eager fp32 from that run (with the spread of the per-frame ratios). The CPU model,
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vdeblur.export.artifact import export_artifact
+from vdeblur.export.engines import build
 from vdeblur.runtime.bench import bench, format_table, machine
 from vdeblur.runtime.synthetic import moving_texture
 from vdeblur.runtime.video import encode_png
@@ -75,7 +77,8 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp32,fp16,int8")
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: logical cores)")
+    ap.add_argument("--no-build", action="store_true", help="bench the artifact's graphs without `vdeblur build`")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "suite.json")
     args = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]  # (W, H)
@@ -90,6 +93,11 @@ def main() -> None:
                             calibration=calibration_folder(root, 180, 320) if "int8" in precisions else None,
                             height=96, width=160, frames=3)
             print(f"exported {model} in {time.perf_counter() - t:.0f} s", flush=True)
+            if not args.no_build:  # bench what users run after `vdeblur build`: the verified engines
+                for precision in [p for p in precisions if p != "fp8"]:
+                    built = build(artifact, "onnxruntime", precision=precision, shapes="96x160")
+                    print(f"built onnxruntime {precision}: verification {built['verification']['psnr_db']} dB"
+                          + (f", FELL BACK: {built['fallback']['reason']}" if built["fallback"] else ""), flush=True)
             for w, h in sizes:
                 payload = bench(artifact, args.backends.split(","), precisions, height=h, width=w,
                                 frames=args.frames, warmup=args.warmup, threads=args.threads)

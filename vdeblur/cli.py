@@ -207,7 +207,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=20, help="timed frames per combination (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--threads", type=int, help="intra-op threads of ONNX Runtime and PyTorch (default: logical cores)")
+    p.add_argument("--threads", type=int, help="intra-op threads of ONNX Runtime and PyTorch (default: physical cores)")
     p.add_argument("--report", help="directory for a Markdown table and a latency-vs-PSNR plot")
 
 

@@ -183,7 +183,7 @@ def test_int8_full_range_weights_on_a_cpu_without_vnni(exported: dict[str, Expor
     """The non-VNNI path, made visible on any machine by forcing the CPU flags: full-range weights
     run as float Q/DQ there (right), 7-bit weights keep the integer kernels (fast and right)."""
     from vdeblur.contract.device import cpu_info, int8_saturates
-    from vdeblur.export.engines import int8_settings
+    from vdeblur.contract.precision import int8_settings
 
     e = exported["mmprnn"]
     reduced = P.convert(e.path, e.folder / "mmprnn.int8.onnx", "int8", e.spec, e.calibration).file

@@ -69,6 +69,30 @@ def int8_saturates() -> bool:
     return not any(f in cpu_flags() for f in VNNI_FLAGS)
 
 
+@functools.lru_cache(maxsize=1)
+def physical_cores() -> int:
+    """Physical cores (distinct physical id / core id pairs of /proc/cpuinfo), else the logical count:
+    the intra-op thread count ONNX Runtime itself defaults to, and what benchmarks pin."""
+    pairs: set[tuple[str, str]] = set()
+    physical = core = None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return os.cpu_count() or 1
+    for line in [*text.splitlines(), ""]:
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key == "physical id":
+            physical = value.strip()
+        elif key == "core id":
+            core = value.strip()
+        elif not line.strip():
+            if core is not None:
+                pairs.add((physical or "0", core))
+            physical = core = None
+    return len(pairs) or os.cpu_count() or 1
+
+
 def cpu_info() -> dict[str, Any]:
     """What results and engines record: model, arch, cores, the ISA flags that matter, int8 facts."""
     model, _ = _proc_cpuinfo()
@@ -77,6 +101,7 @@ def cpu_info() -> dict[str, Any]:
         "model": model or platform.processor() or arch(),
         "arch": arch(),
         "logical_cores": os.cpu_count(),
+        "physical_cores": physical_cores(),
         "isa": [f for f in ISA_FLAGS if f in flags],
         "vnni": any(f in flags for f in VNNI_FLAGS),
         "int8_u8s8_saturates": int8_saturates(),

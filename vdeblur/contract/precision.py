@@ -16,19 +16,22 @@ graph; ONNX Runtime's U8S8 kernels on an x86 CPU without VNNI, fed full-range we
 33.6 dB (see :mod:`vdeblur.contract.device`). fp32 engines match their graph to > 140 dB.
 
 Also here: :func:`int8_weight_range`, which tells whether an int8 graph's weights are within the
-7-bit range that every CPU computes right. Torch-free; onnx is imported only by that function's
-caller's model.
+7-bit range that every CPU computes right, and :func:`int8_settings`, how such a graph must run on
+this CPU (the build and the runtime ask it). Torch-free; onnx is imported only when needed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 HALF_LEVEL = 0.5 / 255.0
 # Largest |int8 weight| that x86 CPUs without VNNI multiply without saturating (7-bit range).
 SAFE_INT8_WEIGHT = 64
+# ONNX Runtime session config: run Q/DQ nodes as they are (float), without fusing them into integer kernels.
+DISABLE_QDQ = "session.disable_quant_qdq"
 
 
 @dataclass(frozen=True)
@@ -101,3 +104,28 @@ def int8_weight_range(model: Any) -> int:
                 if arr.size:
                     largest = max(largest, int(np.abs(arr).max()))
     return largest
+
+
+def int8_settings(onnx_path: str | Path) -> dict[str, Any] | None:
+    """How an int8 (Q/DQ) graph must run on this CPU, or None for a graph without int8 weights.
+
+    ``{"max_abs_weight": m, "weight_bits": 7|8, "cpu_vnni": bool, "disable_quant_qdq": bool,
+    "note": ...}``: Q/DQ fusion is disabled (float Q/DQ, right but not fast) when the weights
+    exceed the 7-bit range and this CPU's U8S8 kernels saturate (x86-64 without VNNI)."""
+    import onnx
+
+    from vdeblur.contract.device import cpu_info, int8_saturates
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    largest = int8_weight_range(model)
+    if largest == 0:
+        return None
+    saturates = int8_saturates()
+    disable = largest > SAFE_INT8_WEIGHT and saturates
+    info = {"max_abs_weight": largest, "weight_bits": 7 if largest <= SAFE_INT8_WEIGHT else 8,
+            "cpu_vnni": bool(cpu_info()["vnni"]), "disable_quant_qdq": disable}
+    if disable:
+        info["note"] = ("int8 runs as float Q/DQ here (right, not fast): the graph has full-range 8-bit weights "
+                        "and this x86 CPU has no VNNI, whose U8S8 kernels would saturate. Export with "
+                        "--int8-weights reduced (the default) for fast int8 on every CPU.")
+    return info

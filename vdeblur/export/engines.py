@@ -84,7 +84,6 @@ DEFAULT_OPT_LEVEL = 3  # builder_optimization_level 0-5 (TensorRT's default)
 ORT_SAVE_LEVEL = "ORT_ENABLE_EXTENDED"  # the level of the saved model (portable, see above)
 ORT_RUN_LEVEL = "ORT_ENABLE_ALL"  # the level the runtime opens the saved model with
 VERIFY_EXTRA_FRAMES = 6  # verification clip: lookahead + this many frames
-DISABLE_QDQ = "session.disable_quant_qdq"  # ONNX Runtime: run Q/DQ nodes as they are (float), no fusion
 PLUGIN_DOMAIN = "vdeblur"  # = vdeblur.plugins._onnx.DOMAIN (importing vdeblur.plugins imports torch)
 _SHAPE_NAMES = ("min", "opt", "max")
 _SIZE = re.compile(r"^\s*([+-]?[0-9]+)\s*[xX]\s*([+-]?[0-9]+)\s*$")
@@ -647,37 +646,11 @@ def _ort_providers(ort: Any) -> list[list[Any]]:
     return providers
 
 
-def int8_settings(onnx_path: str | Path) -> dict[str, Any] | None:
-    """How an int8 (Q/DQ) graph must run on this CPU, or None for a graph without int8 weights.
-
-    ``{"max_abs_weight": m, "weight_bits": 7|8, "cpu_vnni": bool, "disable_quant_qdq": bool,
-    "note": ...}``: Q/DQ fusion is disabled (float Q/DQ, right but not fast) when the weights
-    exceed the 7-bit range and this CPU's U8S8 kernels saturate (x86-64 without VNNI)."""
-    import onnx
-
-    from vdeblur.contract.device import cpu_info, int8_saturates
-    from vdeblur.contract.precision import SAFE_INT8_WEIGHT, int8_weight_range
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    largest = int8_weight_range(model)
-    if largest == 0:
-        return None
-    saturates = int8_saturates()
-    disable = largest > SAFE_INT8_WEIGHT and saturates
-    info = {"max_abs_weight": largest, "weight_bits": 7 if largest <= SAFE_INT8_WEIGHT else 8,
-            "cpu_vnni": bool(cpu_info()["vnni"]), "disable_quant_qdq": disable}
-    if disable:
-        info["note"] = ("int8 runs as float Q/DQ here (right, not fast): the graph has full-range 8-bit weights "
-                        "and this x86 CPU has no VNNI, whose U8S8 kernels would saturate. Export with "
-                        "--int8-weights reduced (the default) for fast int8 on every CPU.")
-    return info
-
-
 def _build_onnxruntime(p: BuildPlan, report: Progress) -> dict[str, Any]:
     import onnxruntime as ort
 
     from vdeblur.contract.device import cpu_info
-    from vdeblur.contract.precision import ENGINE_BARS, frame_metrics
+    from vdeblur.contract.precision import DISABLE_QDQ, ENGINE_BARS, frame_metrics, int8_settings
 
     settings = p.settings
     engine_dir = Path(p.engine_dir)

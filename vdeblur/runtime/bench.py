@@ -10,7 +10,7 @@ upload and the output's download). Each row reports min/p50/p90/p99/max/mean, th
 deviation and the interquartile range; ``speedup_vs_torch_fp32`` is the torch fp32 p50 over this
 p50, with the spread of the per-frame ratios (frame k of torch over frame k of this combination).
 
-Threads are pinned: ``threads`` (default: the logical cores) intra-op threads for ONNX Runtime and
+Threads are pinned: ``threads`` (default: the physical cores) intra-op threads for ONNX Runtime and
 PyTorch alike, recorded in the results with the CPU model, its ISA flags and the load average
 before and after the run. PSNR is measured against the fp32 torch reference (the model code
 itself) on the same timed frames. Memory: the resident memory each combination added when it was
@@ -117,7 +117,7 @@ def bench(target: str | Path, backends: list[str], precisions: list[str], height
           progress: Progress | None = None, threads: int | None = None) -> dict[str, Any]:
     """Benchmark ``target`` (an artifact directory or a model name) on each (backend, precision),
     interleaved frame by frame (see the module docstring). threads: intra-op threads of ONNX
-    Runtime and PyTorch (default: the logical cores)."""
+    Runtime and PyTorch (default: the physical cores)."""
     from vdeblur.contract.device import load_average
     from vdeblur.metrics import json_safe, psnr
     from vdeblur.runtime.backends.base import describe
@@ -135,7 +135,9 @@ def bench(target: str | Path, backends: list[str], precisions: list[str], height
         raise UsageError(f"bench: {width}x{height} is too small. Expected at least 16x16.")
     if threads is not None and threads < 1:
         raise UsageError(f"bench: --threads {threads} is invalid. Expected at least 1.")
-    threads = threads or os.cpu_count() or 1
+    from vdeblur.contract.device import physical_cores
+
+    threads = threads or physical_cores()
     say = progress or (lambda stage, fraction: None)
     load_before = load_average()
     workdir = Path(tempfile.mkdtemp(prefix="vdeblur-bench-"))

@@ -68,7 +68,8 @@ class OnnxRuntimeBackend:
             "CPUExecutionProvider"]
         if graph is not None:
             path, settings = Path(graph), {"session_options": dict(session_options or {})}
-            self.graph_info: dict[str, Any] = {"file": str(path), "built": False, "notes": []}
+            self.graph_info: dict[str, Any] = {"file": str(path), "built": False, "verified": None,
+                                               "fallback": None, "notes": []}
         else:
             path, settings = self._graph(precision, providers)
         if settings.get("session_options"):
@@ -109,7 +110,7 @@ class OnnxRuntimeBackend:
         notes: list[str] = []
         if settings_file.is_file():
             settings = json.loads(settings_file.read_text())
-            model = (built / settings.get("model", "model.optimized.onnx")).resolve()
+            model = Path(os.path.normpath(built / settings.get("model", "model.optimized.onnx")))
             int8 = settings.get("int8") or {}
             fused_wide = (int8.get("max_abs_weight", 0) > SAFE_INT8_WEIGHT
                           and not int8.get("disable_quant_qdq", False))
@@ -138,7 +139,7 @@ class OnnxRuntimeBackend:
         Q/DQ in float (right, not fast) and say so in ``graph_info``."""
         if self.precision not in ("int8", "fp8"):
             return
-        from vdeblur.export.engines import DISABLE_QDQ, int8_settings
+        from vdeblur.contract.precision import DISABLE_QDQ, int8_settings
 
         int8 = int8_settings(path)
         if int8 and int8["disable_quant_qdq"]:
