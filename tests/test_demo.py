@@ -52,10 +52,10 @@ def test_demo_checkpoint_gains_at_least_1_db(demo: tuple[Path, dict]) -> None:
 def test_demo_goes_on_when_a_precision_is_left_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vdeblur.contract import precision as contract_precision
 
-    monkeypatch.setitem(contract_precision.VARIANT_BARS, "int8", contract_precision.FrameBar(200.0, 0.0))
-    result = run_demo(tmp_path / "out", precisions=["int8"])
+    monkeypatch.setitem(contract_precision.VARIANT_BARS, "fp16", contract_precision.FrameBar(200.0, 0.0))
+    result = run_demo(tmp_path / "out", precisions=["fp16"])
     (row,) = result["precisions"]
-    assert row["precision"] == "int8" and row["psnr_deblurred_db"] is None
+    assert row["precision"] == "fp16" and row["psnr_deblurred_db"] is None
     assert "the export left it out: below its bar against run_clip" in row["skipped"]
     assert json.loads((tmp_path / "out" / MARKER).read_text())["status"] == "done"
 

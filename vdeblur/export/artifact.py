@@ -250,7 +250,7 @@ def _precision_variants(
     is streamed on ONNX Runtime and compared with the reference frames. A variant below its bar
     (vdeblur.contract.precision.VARIANT_BARS), or whose transform failed, is reported in
     ``validation`` and left out (its files removed); the export goes on with the other precisions."""
-    from vdeblur.contract.precision import VARIANT_BARS, frame_metrics
+    from vdeblur.contract.precision import DISABLE_QDQ, VARIANT_BARS, frame_metrics, int8_settings
     from vdeblur.errors import ExportError
     from vdeblur.export import precision as precision_mod
     from vdeblur.export.onnx import ort_session, stream_onnx
@@ -285,7 +285,13 @@ def _precision_variants(
                 info["quantization"] = result.quantization
             validation["results"][precision] = info
             if result.runs_on_ort_cpu:
-                got = stream_onnx(ort_session(dst), spec, clip.numpy())
+                # Run it as the runtime will on this CPU (full-range int8 weights without VNNI: float Q/DQ),
+                # so that the bar measures the variant, not this CPU's integer kernels.
+                int8 = int8_settings(dst) if precision == "int8" else None
+                config = {DISABLE_QDQ: "1"} if int8 and int8["disable_quant_qdq"] else None
+                if config:
+                    info["notes"] += f"; validated as float Q/DQ ({int8['note']})"
+                got = stream_onnx(ort_session(dst, config=config), spec, clip.numpy())
                 metrics = compare(got, reference)
                 frames = frame_metrics(got, reference)
                 entry.psnr_db = json_safe(metrics["psnr_db"])  # type: ignore[assignment]

@@ -25,7 +25,7 @@ spinning is off (``allow_spinning`` "0"): a stream runs one step per frame with 
 where spinning threads burn a core for little latency gain.
 
 Verification compares what users see: a synthetic clip (textured scene under camera motion,
-lookahead + 6 frames at the min size of ``--shapes``) streams through the optimised model and
+lookahead + 4 frames at the min size of ``--shapes``) streams through the optimised model and
 through the source graph without any graph optimisation, and the output frames must meet the
 precision's bar (``vdeblur.contract.precision.ENGINE_BARS``: PSNR and the fraction within half an
 8-bit level). An optimised model below its bar is not used: the build falls back to the source
@@ -83,7 +83,7 @@ DEFAULT_WORKSPACE = 8 << 30  # bytes of tactic scratch memory TensorRT may use w
 DEFAULT_OPT_LEVEL = 3  # builder_optimization_level 0-5 (TensorRT's default)
 ORT_SAVE_LEVEL = "ORT_ENABLE_EXTENDED"  # the level of the saved model (portable, see above)
 ORT_RUN_LEVEL = "ORT_ENABLE_ALL"  # the level the runtime opens the saved model with
-VERIFY_EXTRA_FRAMES = 6  # verification clip: lookahead + this many frames
+VERIFY_EXTRA_FRAMES = 4  # verification clip: lookahead + this many frames
 PLUGIN_DOMAIN = "vdeblur"  # = vdeblur.plugins._onnx.DOMAIN (importing vdeblur.plugins imports torch)
 _SHAPE_NAMES = ("min", "opt", "max")
 _SIZE = re.compile(r"^\s*([+-]?[0-9]+)\s*[xX]\s*([+-]?[0-9]+)\s*$")

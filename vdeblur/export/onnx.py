@@ -94,8 +94,8 @@ def plugins_used(model: onnx.ModelProto) -> list[dict[str, str]]:
     return [{"id": f"vdeblur::{n}", "version": PLUGIN_VERSION} for n in names]
 
 
-def ort_session(path: str | Path, threads: int | None = None) -> Any:
-    """A CPU ONNX Runtime session for a portable graph."""
+def ort_session(path: str | Path, threads: int | None = None, config: dict[str, str] | None = None) -> Any:
+    """A CPU ONNX Runtime session for a portable graph (``config``: extra session config entries)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -103,6 +103,8 @@ def ort_session(path: str | Path, threads: int | None = None) -> Any:
     if threads:
         opts.intra_op_num_threads = threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
