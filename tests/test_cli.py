@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,14 @@ def test_unknown_model_error_style() -> None:
 
     with pytest.raises(UsageError, match=r"^nope: unknown model\. Expected a preset or a family: mtu1, "):
         create("nope")
+
+
+def test_json_errors_are_one_object_on_stdout(tmp_path: Path) -> None:
+    """--json answers errors too: {"error": {...}} on stdout, the paragraph on stderr, non-zero exit."""
+    proc = run("run", str(tmp_path / "no-artifact"), str(tmp_path / "in.mp4"), str(tmp_path / "out.mp4"), "--json")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    error = json.loads(proc.stdout)["error"]
+    assert error["exit_code"] == proc.returncode and error["type"].endswith("Error")
+    assert error["message"] in proc.stderr
+    usage = run("export", "--json")  # argparse's own usage errors answer in JSON too
+    assert usage.returncode == 2 and json.loads(usage.stdout)["error"]["type"] == "UsageError"

@@ -61,12 +61,22 @@ def _csv(text: str | None) -> list[str]:
 
 
 class _ProgressBar:
-    """A one-line progress bar on stderr when it is a terminal (and not under --json)."""
+    """Progress on stderr (never under --json): a one-line bar on a terminal; elsewhere (a log, CI)
+    a plain line at each tenth of the work, so long runs are not silent."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled and sys.stderr.isatty()
+        self.lines = enabled and not self.enabled
+        self._tenth = -1
 
     def __call__(self, stage: str, fraction: float) -> None:
+        if self.lines:
+            tenth = int(10 * fraction) if fraction >= 0 else self._tenth
+            if tenth > self._tenth:
+                self._tenth = tenth
+                sys.stderr.write(f"progress: {100 * max(0.0, fraction):3.0f}% {stage}\n")
+                sys.stderr.flush()
+            return
         if not self.enabled:
             return
         if fraction < 0:  # unknown total: show the stage (e.g. a frame count and fps)
@@ -327,9 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(as_json: bool, kind: str, message: str, code: int) -> int:
+    """An error: one paragraph on stderr; with --json also ``{"error": {...}}`` as the one JSON object
+    on stdout."""
+    print(f"error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": {"type": kind, "message": message, "exit_code": code}}))
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    as_json = "--json" in argv  # known before parsing succeeds: a usage error answers in JSON too
     try:
         args = build_parser().parse_args(argv)
         debug = bool(args.debug)
@@ -344,17 +364,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VdeblurError as e:
         if debug:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return _fail(as_json, type(e).__name__, str(e), e.exit_code)
     except KeyboardInterrupt:
-        print("error: interrupted.", file=sys.stderr)
-        return 130
+        return _fail(as_json, "KeyboardInterrupt", "interrupted.", 130)
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence: no traceback without --debug
         if debug:
             traceback.print_exc()
-        print(f"error: internal error ({type(e).__name__}: {e}). Re-run with --debug for the traceback "
-              "and report it.", file=sys.stderr)
-        return 1
+        return _fail(as_json, "InternalError", f"internal error ({type(e).__name__}: {e}). Re-run with --debug "
+                     "for the traceback and report it.", 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -50,8 +50,13 @@ def test_mp4_in_mp4_out(mtu_artifact: Path, mp4: Path, tmp_path: Path) -> None:
     proc = cli("run", str(mtu_artifact), str(mp4), str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["frames"] == 9 and summary["fps"] > 0
+    assert summary["frames"] == 9 and summary["fps"] > 0 and summary["size"] == [52, 36]
     assert set(summary["latency_ms"]) == {"min", "p50", "p90", "p99", "max", "mean"}
+    # the source's colour (untagged SD: BT.601, assumed), written as explicit tags
+    assert summary["color_in"]["names"]["matrix"] == "smpte170m"
+    assert summary["color_out"]["names"] == summary["color_in"]["names"]
+    assert summary["color_out"]["assumed"] is summary["color_in"]["assumed"]
+    assert summary["graph"]["file"] == "model.onnx" and summary["output_fps"] == pytest.approx(24.0)
     assert probe_fps(out) == pytest.approx(24.0)
     decoded = list(iter_frames(out))
     assert len(decoded) == 9 and decoded[0].shape == (36, 52, 3)
@@ -64,7 +69,7 @@ def test_mp4_in_mp4_out(mtu_artifact: Path, mp4: Path, tmp_path: Path) -> None:
 def test_png_folder_in_png_folder_out(mmprnn_artifact: Path, png_folder: Path, clip_u8: np.ndarray,
                                       tmp_path: Path) -> None:
     out = tmp_path / "frames"
-    summary = run_video(mmprnn_artifact, png_folder, out)
+    summary = run_video(mmprnn_artifact, png_folder, f"{out}/")  # a folder output is written with a trailing /
     assert summary["frames"] == 9
     written = sorted(out.iterdir())
     assert [p.name for p in written] == [f"{i:06d}.png" for i in range(9)]
@@ -126,3 +131,38 @@ def test_compare_cli_on_a_video(mtu_artifact: Path, mp4: Path) -> None:
     result = json.loads(proc.stdout)
     assert result["frames"] == 4 and result["size"] == [36, 52]
     assert len(result["pairs"]) == 1
+
+
+@pytest.mark.parametrize(("name", "match"), [
+    ("out.gif", "extension '.gif' is not an output vdeblur writes"),
+    ("out", "no extension is not an output vdeblur writes"),
+    ("missing/out.mp4", "does not exist. Create it first"),
+])
+def test_bad_outputs_are_errors_not_surprises(mtu_artifact: Path, mp4: Path, tmp_path: Path, name: str,
+                                              match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        run_video(mtu_artifact, mp4, tmp_path / name)
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing created
+
+
+def test_webm_is_vp9_and_an_empty_folder_takes_pngs(mtu_artifact: Path, mp4: Path, tmp_path: Path) -> None:
+    import av
+
+    out = tmp_path / "out.webm"
+    summary = run_video(mtu_artifact, mp4, out)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "vp9"
+    assert len(list(iter_frames(out))) == summary["frames"] == 9
+    folder = tmp_path / "frames"
+    folder.mkdir()  # an existing empty directory is a folder output without the trailing /
+    assert run_video(mtu_artifact, mp4, folder)["frames"] == 9 and len(list(folder.iterdir())) == 9
+
+
+def test_run_shows_progress_with_total_and_eta_off_a_terminal(mtu_artifact: Path, mp4: Path, tmp_path: Path) -> None:
+    proc = cli("run", str(mtu_artifact), str(mp4), str(tmp_path / "out.mkv"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("progress:")]
+    assert lines and lines[-1].startswith("progress: 100% 9/9 frames") and "ETA 0:00:00" in lines[-1]
+    assert len(lines) <= 11  # a line per tenth, not per frame
+    quiet = cli("run", str(mtu_artifact), str(mp4), str(tmp_path / "out2.mkv"), "--json")
+    assert "progress:" not in quiet.stderr and json.loads(quiet.stdout)["frames"] == 9

@@ -12,7 +12,7 @@ import numpy as np
 from vdeblur.errors import UsageError
 from vdeblur.runtime.backends.base import describe
 from vdeblur.runtime.stream import Stream
-from vdeblur.runtime.video import FrameSink, iter_frames, probe_fps
+from vdeblur.runtime.video import FrameSink, iter_frames, probe_color, probe_fps, probe_frame_count
 
 Progress = Callable[[str, float], None]
 
@@ -29,12 +29,16 @@ def run_video(artifact: str | Path, source: str | Path, output: str | Path, back
               precision: str = "fp32", device: str = "auto", progress: Progress | None = None) -> dict[str, Any]:
     """Deblur a video file or image folder into a video file (H.264, same rate) or a PNG folder."""
     fps_in = probe_fps(source)
+    color_in = probe_color(source)
+    total = probe_frame_count(source)
     latencies: list[float] = []
     started = time.perf_counter()
+    size: tuple[int, int] | None = None
     with Stream(artifact, backend=backend, precision=precision, device=device) as stream, \
-            FrameSink(output, fps=fps_in) as sink:
+            FrameSink(output, fps=fps_in, color=color_in) as sink:
         count = 0
         for frame in iter_frames(source):
+            size = size or (int(frame.shape[1]), int(frame.shape[0]))
             t = time.perf_counter()
             ready = stream.push(frame)
             latencies.append(time.perf_counter() - t)
@@ -43,7 +47,12 @@ def run_video(artifact: str | Path, source: str | Path, output: str | Path, back
             count += 1
             if progress is not None:
                 elapsed = time.perf_counter() - started
-                progress(f"{count} frames, {count / elapsed:.1f} fps", -1.0)
+                rate = count / elapsed
+                if total:
+                    eta = max(0.0, (total - count) / rate) if rate else 0.0
+                    progress(f"{count}/{total} frames, {rate:.1f} fps, ETA {_clock(eta)}", min(1.0, count / total))
+                else:
+                    progress(f"{count} frames, {rate:.1f} fps", -1.0)
         for _, out in stream.flush():
             sink.write(out)
         if sink.count != count:  # one output per input frame, always
@@ -52,8 +61,17 @@ def run_video(artifact: str | Path, source: str | Path, output: str | Path, back
         graph = describe(stream.backend)
     seconds = time.perf_counter() - started
     return {"input": str(source), "output": str(output), "backend": backend, "precision": precision,
-            "graph": graph, "frames": count, "seconds": round(seconds, 3), "fps": count / seconds if seconds else 0.0,
-            "input_fps": fps_in, "latency_ms": percentiles_ms(latencies)}
+            "graph": graph, "frames": count, "size": list(size) if size else None,
+            "color_in": color_in.to_dict() if color_in else None,
+            "color_out": sink.color.to_dict() if sink.is_video and sink.color else None,
+            "seconds": round(seconds, 3), "fps": count / seconds if seconds else 0.0, "input_fps": fps_in,
+            "output_fps": fps_in, "latency_ms": percentiles_ms(latencies)}
+
+
+def _clock(seconds: float) -> str:
+    """ffmpeg-style h:mm:ss."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def compare_backends(artifact: str | Path, backends: list[str], precision: str = "fp32", frames: int = 8,

@@ -1,11 +1,19 @@
 """Frame sources: video files (PyAV) and folders of images, as RGB float32 (3, H, W) in [0, 1].
 
+Colour follows ffmpeg's conventions and what players do. A YUV video is converted to RGB with the
+matrix and range its frames are tagged with. Untagged frames are taken as BT.709 when they are HD
+(height above 576 or width above 1024) and as BT.601 otherwise, in limited ("tv") range. A video
+written by :class:`FrameSink` is converted back with the colour of its source (:func:`probe_color`,
+or the same by-size rule) and tagged explicitly (matrix, primaries, transfer, range), so that
+players do not have to guess.
+
 PyAV is imported lazily; this module never imports torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +27,66 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 class MediaError(VdeblurError):
     """A video or image that cannot be read."""
+
+
+# AVColorSpace (frame / stream tags) -> swscale's SWS_CS_* matrix constants; names as ffmpeg prints them.
+_SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+_MATRIX_NAMES = {1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+_PRIMARIES_NAMES = {1: "bt709", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020"}
+_TRANSFER_NAMES = {1: "bt709", 6: "smpte170m", 7: "smpte240m", 13: "iec61966-2-1", 14: "bt2020-10", 15: "bt2020-12"}
+_RANGE_NAMES = {1: "tv", 2: "pc"}
+_UNSPECIFIED = 2  # AVCOL_SPC / AVCOL_PRI / AVCOL_TRC_UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class Color:
+    """A video's colour description as ffmpeg tags it (AVColorSpace, AVColorPrimaries,
+    AVColorTransferCharacteristic, AVColorRange integers); ``assumed``: the source was untagged
+    and the values follow the by-size rule."""
+
+    matrix: int
+    primaries: int
+    transfer: int
+    range: int
+    assumed: bool = False
+
+    @classmethod
+    def for_size(cls, width: int, height: int) -> Color:
+        """What players assume for an untagged video: BT.709 for HD, BT.601 (SMPTE 170M) for SD, tv range."""
+        if height > 576 or width > 1024:
+            return cls(1, 1, 1, 1, assumed=True)
+        return cls(6, 6, 6, 1, assumed=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["names"] = {"matrix": _MATRIX_NAMES.get(self.matrix, str(self.matrix)),
+                      "primaries": _PRIMARIES_NAMES.get(self.primaries, str(self.primaries)),
+                      "transfer": _TRANSFER_NAMES.get(self.transfer, str(self.transfer)),
+                      "range": _RANGE_NAMES.get(self.range, str(self.range))}
+        return d
+
+
+def frame_color(frame: Any) -> Color:
+    """The colour of a decoded PyAV video frame, untagged fields filled by :meth:`Color.for_size`."""
+    guess = Color.for_size(frame.width, frame.height)
+    matrix = frame.colorspace if frame.colorspace in _SWS_MATRIX else None
+    primaries = frame.color_primaries if frame.color_primaries not in (0, _UNSPECIFIED) else None
+    transfer = frame.color_trc if frame.color_trc not in (0, _UNSPECIFIED) else None
+    rng = frame.color_range if frame.color_range in (1, 2) else None
+    return Color(matrix or guess.matrix, primaries or guess.primaries, transfer or guess.transfer,
+                 rng or guess.range, assumed=matrix is None)
+
+
+def frame_to_rgb(frame: Any) -> np.ndarray:
+    """A decoded PyAV video frame as uint8 RGB (H, W, 3), YUV converted with the frame's own matrix
+    and range (:func:`frame_color`)."""
+    if frame.format.is_rgb or frame.format.name in ("gray", "gray8", "pal8", "gbrp"):
+        return frame.to_ndarray(format="rgb24")
+    color = frame_color(frame)
+    sws = _SWS_MATRIX[color.matrix]
+    rgb = frame.reformat(format="rgb24", src_colorspace=sws, dst_colorspace=sws, src_color_range=color.range,
+                         dst_color_range=2)
+    return rgb.to_ndarray()
 
 
 def _av() -> Any:
@@ -81,7 +149,7 @@ def iter_frames(source: str | Path, max_frames: int | None = None) -> Iterator[n
             for frame in container.decode(video=0):
                 if max_frames is not None and count >= max_frames:
                     return
-                yield frame.to_ndarray(format="rgb24")
+                yield frame_to_rgb(frame)
                 count += 1
         except av.error.FFmpegError as e:
             raise MediaError(f"{path}: decoding failed after {count} frames ({e}). The file may be corrupt.") from e
@@ -131,6 +199,46 @@ def probe_fps(source: str | Path, default: float = 30.0) -> float:
     return float(rate) if rate else default
 
 
+def probe_frame_count(source: str | Path) -> int | None:
+    """How many frames a source holds: the images of a folder, or the video stream's frame count
+    (or duration x rate) from the container; None when the container does not say."""
+    path = Path(source)
+    if path.is_dir():
+        return len(image_files(path))
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            if stream.duration and stream.time_base and stream.average_rate:
+                return int(round(float(stream.duration * stream.time_base * stream.average_rate)))
+    except (av.error.FFmpegError, OSError):
+        return None
+    return None
+
+
+def probe_color(source: str | Path) -> Color | None:
+    """The colour of a video file's first frame (:func:`frame_color`); None for image folders,
+    image files and RGB videos (nothing to convert)."""
+    path = Path(source)
+    if path.is_dir():
+        return None
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            frame = next(container.decode(video=0), None)
+    except (av.error.FFmpegError, OSError) as e:
+        raise MediaError(f"{path}: cannot be opened as a video ({e}). Expected mp4, mkv, avi or mov.") from e
+    if frame is None or frame.format.is_rgb or frame.format.name == "gbrp":
+        return None
+    return frame_color(frame)
+
+
 def encode_png(frame: np.ndarray) -> bytes:
     """uint8 RGB (H, W, 3) -> PNG bytes."""
     av = _av()
@@ -141,25 +249,56 @@ def encode_png(frame: np.ndarray) -> bytes:
     return b"".join(bytes(p) for p in packets)
 
 
+# The temporary file's name keeps its suffix, but name the muxer anyway (m4v -> mp4).
+_MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
+# Output container -> (encoder, its quality option, default quality): H.264 for mp4/mov/mkv/avi
+# (ffmpeg's CRF 18: visually lossless), VP9 for webm (CRF 31 with an unconstrained bitrate, as the
+# VP9 guides recommend).
+CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".avi": "libx264",
+          ".webm": "libvpx-vp9"}
+DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31}
+
+
+def output_kind(path: str | Path) -> str:
+    """"video" for a known video extension, "folder" for a PNG folder (a path ending with "/" or an
+    existing empty directory); anything else is a UsageError (never a silent folder)."""
+    text = str(path)
+    p = Path(text)
+    if p.suffix.lower() in CODECS:
+        return "video"
+    if text.endswith(("/", "\\")) or (p.is_dir() and not any(p.iterdir())):
+        return "folder"
+    what = f"extension {p.suffix!r}" if p.suffix else "no extension"
+    raise UsageError(f"{p}: {what} is not an output vdeblur writes. Expected a video file "
+                     f"({', '.join(sorted(CODECS))}) or a folder for PNG frames, written with a trailing '/'.")
+
+
 class FrameSink:
-    """Writes frames to a video file (H.264) or a folder of PNGs, atomically.
+    """Writes frames to a video file (H.264 for mp4/mov/mkv/avi, VP9 for webm) or a folder of PNGs,
+    atomically.
 
     Frames go to a hidden temporary file or folder beside ``path``; :meth:`commit` renames it into
     place, :meth:`abort` (or leaving the ``with`` block with an exception) deletes it, so a failed
-    run leaves no partial output.
+    run leaves no partial output. The parent directory must exist (as with ffmpeg); an unknown
+    extension is an error (:func:`output_kind`). crf: the encoder's quality (default per codec:
+    :data:`DEFAULT_CRF`).
     """
 
-    def __init__(self, path: str | Path, fps: float = 30.0, crf: int = 18) -> None:
+    def __init__(self, path: str | Path, fps: float = 30.0, crf: int | None = None, color: Color | None = None) -> None:
         import os
         import tempfile
 
+        kind = output_kind(path)
         self.path = Path(path)
-        self.is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
+        self.is_video = kind == "video"
         if self.path.exists() and (self.path.is_file() or any(self.path.iterdir())):
             raise UsageError(f"{self.path}: exists. Expected a new output path (nothing is overwritten).")
         parent = self.path.parent
+        if not parent.is_dir():
+            raise UsageError(f"{self.path}: the directory {parent} does not exist. Create it first (nothing is "
+                             "created silently).")
+        self.codec = CODECS.get(self.path.suffix.lower()) if self.is_video else "png"
         try:
-            parent.mkdir(parents=True, exist_ok=True)
             if self.is_video:
                 fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.partial-", suffix=self.path.suffix, dir=parent)
                 os.close(fd)
@@ -169,7 +308,8 @@ class FrameSink:
         except OSError as e:
             raise UsageError(f"{self.path}: cannot be written ({e.strerror or e}).") from e
         self.fps = fps
-        self.crf = crf
+        self.crf = crf if crf is not None else DEFAULT_CRF.get(self.codec or "", 18)
+        self.color = color  # None: by the frame size (Color.for_size), written as explicit tags
         self.count = 0
         self._container: Any = None
         self._stream: Any = None
@@ -187,14 +327,28 @@ class FrameSink:
         if self._container is None:
             from fractions import Fraction
 
-            self._container = av.open(str(self._tmp), "w")
-            stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            self._container = av.open(str(self._tmp), "w", format=_MUXERS.get(self.path.suffix.lower()))
+            stream = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
             stream.width, stream.height = frame.shape[1], frame.shape[0]
             even = frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0
             stream.pix_fmt = "yuv420p" if even else "yuv444p"  # 4:2:0 needs even sizes
-            stream.options = {"crf": str(self.crf), "preset": "medium"}
+            if self.codec == "libvpx-vp9":
+                stream.options = {"crf": str(self.crf), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
+            else:
+                stream.options = {"crf": str(self.crf), "preset": "medium"}
+            if self.color is None or self.color.matrix not in _SWS_MATRIX:
+                self.color = Color.for_size(frame.shape[1], frame.shape[0])
+            ctx = stream.codec_context
+            ctx.colorspace, ctx.color_primaries = self.color.matrix, self.color.primaries
+            ctx.color_trc, ctx.color_range = self.color.transfer, self.color.range
             self._stream = stream
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        c = self.color
+        assert c is not None
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(
+            format=self._stream.pix_fmt, src_colorspace=_SWS_MATRIX[c.matrix], dst_colorspace=_SWS_MATRIX[c.matrix],
+            src_color_range=2, dst_color_range=c.range)
+        vf.colorspace, vf.color_range = c.matrix, c.range
+        vf.color_primaries, vf.color_trc = c.primaries, c.transfer
         for packet in self._stream.encode(vf):
             self._container.mux(packet)
 
