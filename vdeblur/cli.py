@@ -252,7 +252,8 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", help="artifact directory written by `vdeblur export`")
     p.add_argument("input", help="video file (mp4/mkv/avi/mov) or folder of images")
-    p.add_argument("output", help="video file (H.264, same frame rate) or a new folder for PNG frames")
+    p.add_argument("output", help="video file (mp4/mov/mkv/avi: H.264, webm: VP9; same frame rate) or a folder "
+                                  "for PNG frames, written with a trailing '/'")
     p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="onnxruntime")
     p.add_argument("--precision", default="fp32", help="graph of the artifact to run (default fp32)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
