@@ -169,7 +169,8 @@ def _cmd_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
     bar = _ProgressBar(not args.json)
     result = run_video(args.artifact, args.input, args.output, backend=args.backend, precision=args.precision,
-                       device=args.device, progress=bar)
+                       device=args.device, progress=bar, start=args.start, frames=args.frames, fps=args.fps,
+                       crf=args.crf, codec=args.codec)
     if bar.enabled:
         sys.stderr.write("\n")
     lat = result["latency_ms"]
@@ -257,6 +258,11 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="onnxruntime")
     p.add_argument("--precision", default="fp32", help="graph of the artifact to run (default fp32)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--start", type=float, default=0.0, help="seconds of the input to skip (default 0)")
+    p.add_argument("--frames", type=int, help="process at most this many frames (default: all)")
+    p.add_argument("--fps", type=float, help="frame rate of an image-folder input (default 30)")
+    p.add_argument("--codec", choices=("h264", "vp9"), help="video codec (default: h264, vp9 for webm)")
+    p.add_argument("--crf", type=int, help="encoder quality, lower is better (default: 18 for h264, 31 for vp9)")
 
 
 def _add_compare(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from vdeblur.errors import UsageError
 from vdeblur.runtime.backends.base import describe
 from vdeblur.runtime.stream import Stream
-from vdeblur.runtime.video import FrameSink, iter_frames, probe_color, probe_fps, probe_frame_count
+from vdeblur.runtime.video import FrameSink, VideoSource
 
 Progress = Callable[[str, float], None]
 
@@ -26,24 +26,33 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
 
 
 def run_video(artifact: str | Path, source: str | Path, output: str | Path, backend: str = "onnxruntime",
-              precision: str = "fp32", device: str = "auto", progress: Progress | None = None) -> dict[str, Any]:
-    """Deblur a video file or image folder into a video file (H.264, same rate) or a PNG folder."""
-    fps_in = probe_fps(source)
-    color_in = probe_color(source)
-    total = probe_frame_count(source)
+              precision: str = "fp32", device: str = "auto", progress: Progress | None = None,
+              start: float = 0.0, frames: int | None = None, fps: float | None = None, crf: int | None = None,
+              codec: str | None = None) -> dict[str, Any]:
+    """Deblur a video file or image folder into a video file or a PNG folder.
+
+    start, frames: the span to process (seconds to skip, at most this many frames); the output and
+    its audio cover exactly that span. fps: the rate of an image folder (default 30). crf, codec:
+    the encoder's quality and the codec ("h264" | "vp9"; default per container). The input's
+    timestamps (variable rates stay variable), colour and audio streams are kept.
+    """
+    src = VideoSource(source, start=start, frames=frames, fps=fps)
     latencies: list[float] = []
     started = time.perf_counter()
     size: tuple[int, int] | None = None
+    total = src.total
     with Stream(artifact, backend=backend, precision=precision, device=device) as stream, \
-            FrameSink(output, fps=fps_in, color=color_in) as sink:
+            FrameSink(output, fps=src.fps, color=src.color, crf=crf, codec=codec) as sink:
+        times: list[float] = []
         count = 0
-        for frame in iter_frames(source):
+        for frame, t in src.frames(audio_sink=sink if sink.is_video else None):
             size = size or (int(frame.shape[1]), int(frame.shape[0]))
-            t = time.perf_counter()
+            times.append(t)
+            t0 = time.perf_counter()
             ready = stream.push(frame)
-            latencies.append(time.perf_counter() - t)
-            for _, out in ready:
-                sink.write(out)
+            latencies.append(time.perf_counter() - t0)
+            for index, out in ready:
+                sink.write(out, times[index])
             count += 1
             if progress is not None:
                 elapsed = time.perf_counter() - started
@@ -53,19 +62,21 @@ def run_video(artifact: str | Path, source: str | Path, output: str | Path, back
                     progress(f"{count}/{total} frames, {rate:.1f} fps, ETA {_clock(eta)}", min(1.0, count / total))
                 else:
                     progress(f"{count} frames, {rate:.1f} fps", -1.0)
-        for _, out in stream.flush():
-            sink.write(out)
+        for index, out in stream.flush():
+            sink.write(out, times[index])
         if sink.count != count:  # one output per input frame, always
             raise UsageError(f"run: wrote {sink.count} frames for {count} inputs. This is a bug; please report it.")
-        sink.commit()
+        sink.commit(end=src.end)
         graph = describe(stream.backend)
     seconds = time.perf_counter() - started
     return {"input": str(source), "output": str(output), "backend": backend, "precision": precision,
             "graph": graph, "frames": count, "size": list(size) if size else None,
-            "color_in": color_in.to_dict() if color_in else None,
+            "span_s": [src.start, round(src.start + src.end, 6)],
+            "color_in": src.color.to_dict() if src.color else None,
             "color_out": sink.color.to_dict() if sink.is_video and sink.color else None,
-            "seconds": round(seconds, 3), "fps": count / seconds if seconds else 0.0, "input_fps": fps_in,
-            "output_fps": fps_in, "latency_ms": percentiles_ms(latencies)}
+            "audio": sink.audio, "codec": sink.codec,
+            "seconds": round(seconds, 3), "fps": count / seconds if seconds else 0.0, "input_fps": src.fps,
+            "output_fps": src.fps, "latency_ms": percentiles_ms(latencies)}
 
 
 def _clock(seconds: float) -> str:

@@ -12,6 +12,7 @@ PyAV is imported lazily; this module never imports torch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -239,6 +240,118 @@ def probe_color(source: str | Path) -> Color | None:
     return frame_color(frame)
 
 
+class VideoSource:
+    """A video file or an image folder, read for `vdeblur run`: frames with their timestamps, over
+    a span, with the input's colour and its audio streams.
+
+    start: seconds to skip (video: frames whose timestamp is before ``start`` are decoded and
+    dropped, as ``ffmpeg -ss`` after ``-i`` does); frames: at most this many frames; fps: the rate
+    of an image folder (default 30). Iterating yields ``(rgb uint8 (H, W, 3), t)`` with ``t`` in
+    seconds from the start of the span (the input's own timestamps: variable frame rates stay
+    variable). With ``audio_sink`` (a :class:`FrameSink`), the input's audio streams are announced
+    to it (:meth:`FrameSink.add_audio`) and every audio packet met while reading is handed to it
+    (:meth:`FrameSink.audio_packet`). Image folders must hold one frame size (a clear error otherwise).
+    """
+
+    def __init__(self, path: str | Path, start: float = 0.0, frames: int | None = None,
+                 fps: float | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise UsageError(f"{self.path}: does not exist. Expected a video file or a folder of images.")
+        if start < 0 or (frames is not None and frames < 1):
+            raise UsageError(f"run: --start {start} / --frames {frames} are invalid. Expected start >= 0 and "
+                             "frames >= 1.")
+        if fps is not None and not fps > 0:
+            raise UsageError(f"run: --fps {fps} is invalid. Expected a positive frame rate.")
+        self.start, self.max_frames = float(start), frames
+        self.is_folder = self.path.is_dir()
+        if not self.is_folder and fps is not None:
+            raise UsageError(f"{self.path}: --fps is for image folders; a video file keeps its own timestamps.")
+        self.fps = fps or (30.0 if self.is_folder else probe_fps(self.path))
+        self.color = None if self.is_folder else probe_color(self.path)
+        total = probe_frame_count(self.path)
+        if total is not None:
+            skipped = int(round(self.start * self.fps))
+            total = max(0, total - skipped)
+            total = min(total, frames) if frames is not None else total
+        self.total = total
+        self.end = 0.0  # the span's end (seconds from its start), known once read
+        if not self.is_folder:
+            av = _av()
+            try:
+                with av.open(str(self.path)) as container:
+                    self.audio_info = [{"codec": s.codec_context.name, "sample_rate": s.codec_context.sample_rate,
+                                        "channels": s.codec_context.channels} for s in container.streams.audio]
+            except (av.error.FFmpegError, OSError) as e:
+                raise MediaError(f"{self.path}: cannot be opened as a video ({e}).") from e
+        else:
+            self.audio_info = []
+
+    def frames(self, audio_sink: Any = None) -> Iterator[tuple[np.ndarray, float]]:
+        if self.is_folder:
+            yield from self._folder()
+        else:
+            yield from self._video(audio_sink)
+
+    def _folder(self) -> Iterator[tuple[np.ndarray, float]]:
+        files = image_files(self.path)
+        if not files:
+            raise UsageError(f"{self.path}: holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+        first = int(round(self.start * self.fps))
+        size = None
+        for k, f in enumerate(files[first:]):
+            if self.max_frames is not None and k >= self.max_frames:
+                break
+            image = _decode_image(f)
+            if size is not None and image.shape != size:
+                raise UsageError(f"{f}: is {image.shape[1]}x{image.shape[0]}, the folder's first frame "
+                                 f"{size[1]}x{size[0]}. Expected one frame size per folder (resize them first).")
+            size = image.shape
+            self.end = (k + 1) / self.fps
+            yield image, k / self.fps
+
+    def _video(self, audio_sink: Any) -> Iterator[tuple[np.ndarray, float]]:
+        av = _av()
+        try:
+            container = av.open(str(self.path))
+        except (av.error.FFmpegError, OSError) as e:
+            raise MediaError(f"{self.path}: cannot be opened as a video ({e}).") from e
+        count = 0
+        with container:
+            if not container.streams.video:
+                raise MediaError(f"{self.path}: has no video stream.")
+            video = container.streams.video[0]
+            audio = list(container.streams.audio) if audio_sink is not None else []
+            if audio:
+                audio_sink.add_audio(audio, start=self.start)
+            streams = [video, *audio]
+            tb = float(video.time_base) if video.time_base else 1.0 / self.fps
+            origin = None
+            try:
+                for packet in container.demux(*streams):
+                    if packet.stream.type == "audio":
+                        audio_sink.audio_packet(packet)
+                        continue
+                    for frame in packet.decode():
+                        t = frame.pts * tb if frame.pts is not None else count / self.fps
+                        if origin is None:
+                            origin = float(container.start_time or 0) / 1e6 if container.start_time else 0.0
+                        t -= origin
+                        if t < self.start - 1e-6:
+                            continue
+                        if self.max_frames is not None and count >= self.max_frames:
+                            return
+                        rate = float(video.average_rate) if video.average_rate else self.fps
+                        self.end = t - self.start + 1.0 / rate
+                        yield frame_to_rgb(frame), t - self.start
+                        count += 1
+            except av.error.FFmpegError as e:
+                raise MediaError(f"{self.path}: decoding failed after {count} frames ({e}). The file may be "
+                                 "corrupt.") from e
+        if count == 0:
+            raise MediaError(f"{self.path}: no frame in the span (start {self.start} s).")
+
+
 def encode_png(frame: np.ndarray) -> bytes:
     """uint8 RGB (H, W, 3) -> PNG bytes."""
     av = _av()
@@ -257,6 +370,7 @@ _MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".av
 CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".avi": "libx264",
           ".webm": "libvpx-vp9"}
 DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31}
+CODEC_NAMES = {"h264": "libx264", "vp9": "libvpx-vp9"}  # --codec
 
 
 def output_kind(path: str | Path) -> str:
@@ -284,7 +398,8 @@ class FrameSink:
     :data:`DEFAULT_CRF`).
     """
 
-    def __init__(self, path: str | Path, fps: float = 30.0, crf: int | None = None, color: Color | None = None) -> None:
+    def __init__(self, path: str | Path, fps: float = 30.0, crf: int | None = None, color: Color | None = None,
+                 codec: str | None = None) -> None:
         import os
         import tempfile
 
@@ -298,6 +413,13 @@ class FrameSink:
             raise UsageError(f"{self.path}: the directory {parent} does not exist. Create it first (nothing is "
                              "created silently).")
         self.codec = CODECS.get(self.path.suffix.lower()) if self.is_video else "png"
+        if codec is not None and self.is_video:
+            wanted = CODEC_NAMES.get(codec)
+            allowed = ("libvpx-vp9",) if self.path.suffix.lower() == ".webm" else ("libx264", "libvpx-vp9")
+            if wanted not in allowed:
+                raise UsageError(f"{self.path}: --codec {codec!r} cannot be written to {self.path.suffix}. Expected "
+                                 f"one of {', '.join(k for k, v in CODEC_NAMES.items() if v in allowed)}.")
+            self.codec = wanted
         try:
             if self.is_video:
                 fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.partial-", suffix=self.path.suffix, dir=parent)
@@ -309,20 +431,110 @@ class FrameSink:
             raise UsageError(f"{self.path}: cannot be written ({e.strerror or e}).") from e
         self.fps = fps
         self.crf = crf if crf is not None else DEFAULT_CRF.get(self.codec or "", 18)
+        self._audio_in: list[Any] = []  # input audio streams to carry over (add_audio)
+        self._audio_out: dict[int, Any] = {}  # input stream index -> (output stream, encoder or None)
+        self._pending: list[tuple[float, int, Any]] = []  # held audio: (time, input stream index, packet/frame)
+        self._copyable: dict[int, bool] = {}
+        self._last_t = -1.0
+        self.audio: list[dict[str, Any]] = []  # what was done with each audio stream
         self.color = color  # None: by the frame size (Color.for_size), written as explicit tags
         self.count = 0
         self._container: Any = None
         self._stream: Any = None
+        self._last_pts = -1
 
-    def write(self, frame: np.ndarray) -> None:
-        """Append one uint8 RGB frame (H, W, 3)."""
+    def add_audio(self, streams: list[Any], start: float = 0.0) -> None:
+        """Carry these input audio streams into the video: packets are copied when the container
+        takes the codec, else re-encoded (AAC; Opus for webm). ``start``: the span's start in the
+        input (seconds); packets before it are dropped and the rest shifted, so audio and video
+        stay in step. Call before the first :meth:`write`; then pass packets to :meth:`audio_packet`."""
         if self.is_video:
-            self._write_video(frame)
+            self._audio_in = list(streams)
+            self._audio_start = float(start)
+
+    def audio_packet(self, packet: Any) -> None:
+        """One audio packet of an input stream given to :meth:`add_audio`, in demux order, while the
+        input is open. It is held until the video has passed its time (then it is certainly inside
+        the span) and dropped if it falls outside the span."""
+        if not self.is_video or packet.pts is None or packet.stream not in self._audio_in:
+            return
+        t = float(packet.pts * packet.time_base) - self._audio_start
+        if t < -1e-6:
+            return
+        if self._reencode(packet.stream):
+            for frame in packet.decode():  # decoded now: the input closes before commit
+                self._pending.append((t, packet.stream.index, frame))
+        else:
+            self._pending.append((t, packet.stream.index, packet))
+        if self._container is not None:
+            self._flush_audio(self._last_t)
+
+    def _reencode(self, stream: Any) -> bool:
+        return not self._probe_copy(stream)
+
+    def _probe_copy(self, stream: Any) -> bool:
+        """Whether this output container takes the stream's codec as it is (asked once per stream)."""
+        if stream.index not in self._copyable:
+            av = _av()
+            fmt = _MUXERS.get(self.path.suffix.lower())
+            try:
+                with av.open(os.devnull, "w", format=fmt) as probe:
+                    probe.add_stream_from_template(stream)
+                self._copyable[stream.index] = True
+            except (ValueError, av.error.FFmpegError):
+                self._copyable[stream.index] = False
+        return self._copyable[stream.index]
+
+    def _flush_audio(self, until: float) -> None:
+        """Mux the held audio with time up to ``until`` (seconds from the span's start)."""
+        keep = []
+        for t, index, item in self._pending:
+            if t > until:
+                keep.append((t, index, item))
+                continue
+            out, encoder = self._audio_out.get(index, (None, None))
+            if out is None:
+                continue
+            if encoder is None:
+                shift = int(round(self._audio_start / float(item.time_base)))
+                item.pts -= shift
+                if item.dts is not None:
+                    item.dts -= shift
+                item.stream = out
+                self._container.mux(item)
+            else:
+                item.pts = None
+                for p in out.encode(item):
+                    self._container.mux(p)
+        self._pending = keep
+
+    def _open_audio(self) -> None:
+        for s in self._audio_in:
+            entry = {"index": s.index, "codec_in": s.codec_context.name}
+            if self._probe_copy(s):
+                out = self._container.add_stream_from_template(s)
+                self._audio_out[s.index] = (out, None)
+                entry.update(codec_out=s.codec_context.name, how="copied")
+            else:
+                codec = "libopus" if self.path.suffix.lower() == ".webm" else "aac"
+                rate = 48000 if codec == "libopus" else (s.codec_context.sample_rate or 48000)
+                out = self._container.add_stream(codec, rate=rate)
+                out.layout = s.codec_context.layout.name if s.codec_context.layout else "stereo"
+                self._audio_out[s.index] = (out, True)
+                entry.update(codec_out=codec, how="re-encoded (the container does not take "
+                             f"{s.codec_context.name})")
+            self.audio.append(entry)
+
+    def write(self, frame: np.ndarray, t: float | None = None) -> None:
+        """Append one uint8 RGB frame (H, W, 3); ``t``: its time in seconds from the start (default
+        ``count / fps``), kept so that variable frame rates stay variable."""
+        if self.is_video:
+            self._write_video(frame, self.count / self.fps if t is None else t)
         else:
             (self._tmp / f"{self.count:06d}.png").write_bytes(encode_png(frame))
         self.count += 1
 
-    def _write_video(self, frame: np.ndarray) -> None:
+    def _write_video(self, frame: np.ndarray, t: float) -> None:
         av = _av()
         if self._container is None:
             from fractions import Fraction
@@ -341,7 +553,10 @@ class FrameSink:
             ctx = stream.codec_context
             ctx.colorspace, ctx.color_primaries = self.color.matrix, self.color.primaries
             ctx.color_trc, ctx.color_range = self.color.transfer, self.color.range
+            self._time_base = Fraction(1, 90000)  # MPEG's clock: any input timestamp fits
+            stream.codec_context.time_base = self._time_base
             self._stream = stream
+            self._open_audio()
         c = self.color
         assert c is not None
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(
@@ -349,10 +564,19 @@ class FrameSink:
             src_color_range=2, dst_color_range=c.range)
         vf.colorspace, vf.color_range = c.matrix, c.range
         vf.color_primaries, vf.color_trc = c.primaries, c.transfer
+        pts = int(round(t / self._time_base))
+        if pts <= self._last_pts:  # strictly increasing, whatever the input's rounding
+            pts = self._last_pts + 1
+        vf.pts, vf.time_base = pts, self._time_base
+        self._last_pts = pts
         for packet in self._stream.encode(vf):
             self._container.mux(packet)
+        self._last_t = t
+        self._flush_audio(t)
 
-    def commit(self) -> Path:
+    def commit(self, end: float | None = None) -> Path:
+        """Finish the file and move it into place. ``end``: the span's end in seconds (audio past it
+        is not written)."""
         import os
 
         if self.is_video:
@@ -361,6 +585,12 @@ class FrameSink:
                 raise MediaError(f"{self.path}: no frames to write.")
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
+            self._flush_audio(float("inf") if end is None else end - 1e-9)
+            self._pending = []
+            for out, encoder in self._audio_out.values():
+                if encoder is not None:
+                    for packet in out.encode(None):
+                        self._container.mux(packet)
             self._container.close()
             self._container = None
         umask = os.umask(0)
