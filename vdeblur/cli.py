@@ -173,6 +173,8 @@ def _cmd_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                        crf=args.crf, codec=args.codec)
     if bar.enabled:
         sys.stderr.write("\n")
+    for note in result.get("notes", []):
+        _warn(f"{result['output']}: {note}")
     lat = result["latency_ms"]
     text = (f"{result['frames']} frames -> {result['output']} in {result['seconds']:.2f} s ({result['fps']:.2f} fps, "
             f"{result['backend']} {result['precision']}); per-frame latency p50 {lat['p50']:.1f} ms, "

@@ -13,7 +13,7 @@ import pytest
 
 from vdeblur.errors import UsageError
 from vdeblur.runtime.run import run_video
-from vdeblur.runtime.video import encode_png
+from vdeblur.runtime.video import VideoSource, encode_png
 
 W, H = 64, 48
 
@@ -119,3 +119,44 @@ def test_image_folders(mtu_artifact: Path, tmp_path: Path) -> None:
         run_video(mtu_artifact, out, tmp_path / "x.mp4", fps=10.0)
     with pytest.raises(UsageError, match="--start -1.0 / --frames None are invalid"):
         run_video(mtu_artifact, folder, tmp_path / "y.mp4", start=-1.0)
+
+
+def _ten_bit_file(path: Path, frames: int = 4) -> Path:
+    """H.264 High 10 (yuv420p10le): a smooth ramp that 8 bits would band."""
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=24)
+        v.width, v.height, v.pix_fmt = W, H, "yuv420p10le"
+        ramp = (np.linspace(0, 65535, W, dtype=np.float64)[None, :, None] * np.ones((H, 1, 3))).astype(np.uint16)
+        for _ in range(frames):
+            for p in v.encode(av.VideoFrame.from_ndarray(ramp, format="rgb48le")):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    return path
+
+
+def test_ten_bit_in_ten_bit_out(mtu_artifact: Path, tmp_path: Path) -> None:
+    source = _ten_bit_file(tmp_path / "in10.mp4")
+    first, _ = next(VideoSource(source).frames())
+    assert first.dtype == np.uint16 and (first % 257 != 0).mean() > 0.5  # 10-bit values, not 8-bit ones scaled
+    out = tmp_path / "out.mkv"
+    summary = run_video(mtu_artifact, source, out)
+    assert (summary["bit_depth_in"], summary["bit_depth_out"], summary["notes"]) == (10, 10, [])
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+    webm = run_video(mtu_artifact, source, tmp_path / "out.webm")  # VP9 here has no 10-bit encoder: said so
+    assert webm["bit_depth_out"] == 8 and "10-bit input written as 8-bit" in webm["notes"][0]
+
+
+def test_odd_sizes_are_padded_to_a_playable_4_2_0(mtu_artifact: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(encode_png(np.full((37, 51, 3), 60 * i, np.uint8)))
+    out = tmp_path / "out.mp4"
+    summary = run_video(mtu_artifact, folder, out)
+    assert summary["size"] == [51, 37] and summary["size_out"] == [52, 38]
+    assert "odd size 51x37 padded to 52x38" in summary["notes"][0]
+    with av.open(str(out)) as c:
+        ctx = c.streams.video[0].codec_context
+        assert (ctx.pix_fmt, ctx.width, ctx.height) == ("yuv420p", 52, 38)

@@ -46,7 +46,11 @@ def run_video(artifact: str | Path, source: str | Path, output: str | Path, back
         times: list[float] = []
         count = 0
         for frame, t in src.frames(audio_sink=sink if sink.is_video else None):
-            size = size or (int(frame.shape[1]), int(frame.shape[0]))
+            if size is None:
+                size = (int(frame.shape[1]), int(frame.shape[0]))
+                sink.bit_depth = src.bit_depth or 8  # known from the first decoded frame
+            if frame.dtype == np.uint16:  # more than 8 bits in: the model sees them all
+                frame = frame.astype(np.float32) / np.float32(65535.0)
             times.append(t)
             t0 = time.perf_counter()
             ready = stream.push(frame)
@@ -74,7 +78,10 @@ def run_video(artifact: str | Path, source: str | Path, output: str | Path, back
             "span_s": [src.start, round(src.start + src.end, 6)],
             "color_in": src.color.to_dict() if src.color else None,
             "color_out": sink.color.to_dict() if sink.is_video and sink.color else None,
-            "audio": sink.audio, "codec": sink.codec,
+            "audio": sink.audio, "codec": sink.codec, "bit_depth_in": src.bit_depth,
+            "bit_depth_out": sink.written_depth if sink.is_video else 8,
+            "size_out": list(sink.size_out) if sink.size_out else (list(size) if size else None),
+            "notes": list(sink.notes),
             "seconds": round(seconds, 3), "fps": count / seconds if seconds else 0.0, "input_fps": src.fps,
             "output_fps": src.fps, "latency_ms": percentiles_ms(latencies)}
 

@@ -78,14 +78,22 @@ def frame_color(frame: Any) -> Color:
                  rng or guess.range, assumed=matrix is None)
 
 
-def frame_to_rgb(frame: Any) -> np.ndarray:
-    """A decoded PyAV video frame as uint8 RGB (H, W, 3), YUV converted with the frame's own matrix
-    and range (:func:`frame_color`)."""
+def bit_depth(frame: Any) -> int:
+    """Bits per component of a decoded frame's pixel format (8 for rgb24/yuv420p, 10 for yuv420p10le)."""
+    comps = frame.format.components
+    return max((c.bits for c in comps), default=8) if comps else 8
+
+
+def frame_to_rgb(frame: Any, deep: bool = False) -> np.ndarray:
+    """A decoded PyAV video frame as RGB (H, W, 3): uint8, or uint16 (0..65535) with ``deep`` (for
+    inputs of more than 8 bits), YUV converted with the frame's own matrix and range
+    (:func:`frame_color`)."""
+    fmt = "rgb48le" if deep else "rgb24"
     if frame.format.is_rgb or frame.format.name in ("gray", "gray8", "pal8", "gbrp"):
-        return frame.to_ndarray(format="rgb24")
+        return frame.to_ndarray(format=fmt)
     color = frame_color(frame)
     sws = _SWS_MATRIX[color.matrix]
-    rgb = frame.reformat(format="rgb24", src_colorspace=sws, dst_colorspace=sws, src_color_range=color.range,
+    rgb = frame.reformat(format=fmt, src_colorspace=sws, dst_colorspace=sws, src_color_range=color.range,
                          dst_color_range=2)
     return rgb.to_ndarray()
 
@@ -248,7 +256,8 @@ class VideoSource:
     dropped, as ``ffmpeg -ss`` after ``-i`` does); frames: at most this many frames; fps: the rate
     of an image folder (default 30). Iterating yields ``(rgb uint8 (H, W, 3), t)`` with ``t`` in
     seconds from the start of the span (the input's own timestamps: variable frame rates stay
-    variable). With ``audio_sink`` (a :class:`FrameSink`), the input's audio streams are announced
+    variable); frames of inputs with more than 8 bits per component come as uint16 RGB. With
+    ``audio_sink`` (a :class:`FrameSink`), the input's audio streams are announced
     to it (:meth:`FrameSink.add_audio`) and every audio packet met while reading is handed to it
     (:meth:`FrameSink.audio_packet`). Image folders must hold one frame size (a clear error otherwise).
     """
@@ -276,6 +285,7 @@ class VideoSource:
             total = min(total, frames) if frames is not None else total
         self.total = total
         self.end = 0.0  # the span's end (seconds from its start), known once read
+        self.bit_depth: int | None = 8 if self.is_folder else None  # video: from the first frame
         if not self.is_folder:
             av = _av()
             try:
@@ -343,13 +353,29 @@ class VideoSource:
                             return
                         rate = float(video.average_rate) if video.average_rate else self.fps
                         self.end = t - self.start + 1.0 / rate
-                        yield frame_to_rgb(frame), t - self.start
+                        if self.bit_depth is None:
+                            self.bit_depth = bit_depth(frame)
+                        yield frame_to_rgb(frame, deep=self.bit_depth > 8), t - self.start
                         count += 1
             except av.error.FFmpegError as e:
                 raise MediaError(f"{self.path}: decoding failed after {count} frames ({e}). The file may be "
                                  "corrupt.") from e
         if count == 0:
             raise MediaError(f"{self.path}: no frame in the span (start {self.start} s).")
+
+
+def _to_uint(frame: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 / uint16 / float [0, 1] RGB -> uint8 (bits 8) or uint16 (bits 16), rounded."""
+    if frame.dtype == (np.uint8 if bits == 8 else np.uint16):
+        return frame
+    peak = 255.0 if bits == 8 else 65535.0
+    if frame.dtype == np.uint8:
+        x = frame.astype(np.float32) / 255.0
+    elif frame.dtype == np.uint16:
+        x = frame.astype(np.float32) / 65535.0
+    else:
+        x = np.clip(frame, 0.0, 1.0)
+    return (x * peak + 0.5).astype(np.uint8 if bits == 8 else np.uint16)
 
 
 def encode_png(frame: np.ndarray) -> bytes:
@@ -399,7 +425,7 @@ class FrameSink:
     """
 
     def __init__(self, path: str | Path, fps: float = 30.0, crf: int | None = None, color: Color | None = None,
-                 codec: str | None = None) -> None:
+                 codec: str | None = None, bit_depth: int = 8) -> None:
         import os
         import tempfile
 
@@ -431,6 +457,10 @@ class FrameSink:
             raise UsageError(f"{self.path}: cannot be written ({e.strerror or e}).") from e
         self.fps = fps
         self.crf = crf if crf is not None else DEFAULT_CRF.get(self.codec or "", 18)
+        self.bit_depth = bit_depth  # wanted; the video's is in self.written_depth once the first frame is in
+        self.written_depth: int | None = None
+        self.size_out: tuple[int, int] | None = None
+        self.notes: list[str] = []  # what differs from the input, said once
         self._audio_in: list[Any] = []  # input audio streams to carry over (add_audio)
         self._audio_out: dict[int, Any] = {}  # input stream index -> (output stream, encoder or None)
         self._pending: list[tuple[float, int, Any]] = []  # held audio: (time, input stream index, packet/frame)
@@ -526,12 +556,12 @@ class FrameSink:
             self.audio.append(entry)
 
     def write(self, frame: np.ndarray, t: float | None = None) -> None:
-        """Append one uint8 RGB frame (H, W, 3); ``t``: its time in seconds from the start (default
-        ``count / fps``), kept so that variable frame rates stay variable."""
+        """Append one RGB frame (H, W, 3): uint8, uint16, or float in [0, 1]; ``t``: its time in seconds
+        from the start (default ``count / fps``), kept so that variable frame rates stay variable."""
         if self.is_video:
             self._write_video(frame, self.count / self.fps if t is None else t)
         else:
-            (self._tmp / f"{self.count:06d}.png").write_bytes(encode_png(frame))
+            (self._tmp / f"{self.count:06d}.png").write_bytes(encode_png(_to_uint(frame, 8)))
         self.count += 1
 
     def _write_video(self, frame: np.ndarray, t: float) -> None:
@@ -541,9 +571,20 @@ class FrameSink:
 
             self._container = av.open(str(self._tmp), "w", format=_MUXERS.get(self.path.suffix.lower()))
             stream = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
-            stream.width, stream.height = frame.shape[1], frame.shape[0]
-            even = frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0
-            stream.pix_fmt = "yuv420p" if even else "yuv444p"  # 4:2:0 needs even sizes
+            h, w = frame.shape[:2]
+            if self.codec == "libx264" and (h % 2 or w % 2):
+                # H.264 4:2:0 needs even sizes, and many players refuse 4:4:4: pad the last row/column.
+                self.notes.append(f"odd size {w}x{h} padded to {w + w % 2}x{h + h % 2} (edge replicated) for "
+                                  "4:2:0, which players expect")
+                h, w = h + h % 2, w + w % 2
+            self.size_out = (w, h)
+            stream.width, stream.height = w, h
+            deep = self.bit_depth > 8 and self.codec == "libx264"
+            if self.bit_depth > 8 and not deep:
+                self.notes.append(f"{self.bit_depth}-bit input written as 8-bit: this {self.codec} encoder has no "
+                                  "high-bit-depth format (use .mp4/.mkv with h264)")
+            self.written_depth = 10 if deep else 8
+            stream.pix_fmt = "yuv420p10le" if deep else "yuv420p"
             if self.codec == "libvpx-vp9":
                 stream.options = {"crf": str(self.crf), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
             else:
@@ -558,8 +599,13 @@ class FrameSink:
             self._stream = stream
             self._open_audio()
         c = self.color
-        assert c is not None
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(
+        assert c is not None and self.size_out is not None
+        deep = self.written_depth is not None and self.written_depth > 8
+        pixels = _to_uint(frame, 16 if deep else 8)
+        w, h = self.size_out
+        if pixels.shape[:2] != (h, w):
+            pixels = np.pad(pixels, ((0, h - pixels.shape[0]), (0, w - pixels.shape[1]), (0, 0)), mode="edge")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb48le" if deep else "rgb24").reformat(
             format=self._stream.pix_fmt, src_colorspace=_SWS_MATRIX[c.matrix], dst_colorspace=_SWS_MATRIX[c.matrix],
             src_color_range=2, dst_color_range=c.range)
         vf.colorspace, vf.color_range = c.matrix, c.range
