@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vdeblur.demo import MARKER, _prepare_out, assets, run_demo, side_by_side
+from vdeblur.demo import MARKER, _prepare_out, assets, best_crop, labelled_panels, run_demo, side_by_side
 from vdeblur.errors import UsageError
 
 
@@ -91,6 +91,24 @@ def test_bundled_assets_are_consistent() -> None:
 
     report = load_checkpoint(create(files.preset), files.checkpoint)  # official raw state_dict format
     assert report.to_dict()["loaded"] > 0
+
+
+def test_best_crop_finds_where_deblurring_helps() -> None:
+    sharp = np.zeros((60, 80, 3), np.uint8)
+    blurry = sharp + 40
+    deblurred = blurry.copy()
+    deblurred[30:46, 50:66] = 0  # fixed only here
+    y, x = best_crop(blurry, deblurred, sharp, size=16)
+    assert (y, x) == (30, 50)
+
+
+def test_labelled_panels() -> None:
+    a = np.zeros((40, 50, 3), np.uint8)
+    img = labelled_panels([("blurry 27.84 dB", a), ("deblurred 29.50 dB", a + 100), ("sharp", a + 200)],
+                          crop=(10, 20), crop_size=16, zoom=3, gap=6)
+    assert img.dtype == np.uint8 and img.shape == (22 + 40 + 6 + 48, 3 * 50 + 2 * 6, 3)
+    assert (img[:22] < 128).any()  # the titles are drawn
+    assert (img[22 + 40 + 6 + 5, 56 + 5] == 100).all()  # the zoomed window of panel 2
 
 
 def test_side_by_side() -> None:

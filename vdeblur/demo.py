@@ -7,8 +7,9 @@ held-out blurry clip with its sharp ground truth (scripts/make_demo_clip.py). Th
    (default fp32 and int8); int8 is calibrated on synthetic clips of the training images, not on
    the demo clip;
 2. builds the ONNX Runtime engine of each precision;
-3. streams the blurry clip through each, writing the deblurred video and a side-by-side PNG
-   (blurry / deblurred / sharp) of the middle frame;
+3. streams the blurry clip through each, writing the deblurred video and a PNG of the middle frame:
+   labelled panels (blurry / deblurred / sharp, with their PSNR against the sharp frame) and, below
+   them, the window where deblurring helps most, enlarged to a panel's width;
 4. reports per precision: latency p50 and fps, the PSNR of the blurry input and of the deblurred
    output against the sharp frames, and which graph ran.
 
@@ -67,6 +68,54 @@ def _calibration_folder(root: Path, height: int, width: int, clips: int = 2, fra
             (folder / f"{k:05d}.png").write_bytes(encode_png((f.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)))
             k += 1
     return folder
+
+
+def best_crop(blurry: np.ndarray, deblurred: np.ndarray, sharp: np.ndarray, size: int = 48) -> tuple[int, int]:
+    """Top-left (y, x) of the ``size`` x ``size`` window where deblurring helps most: the largest
+    drop of the mean absolute error against the sharp frame (uint8 (H, W, 3) frames)."""
+    h, w = sharp.shape[:2]
+    size = min(size, h, w)
+    gain = (np.abs(blurry.astype(np.float32) - sharp) - np.abs(deblurred.astype(np.float32) - sharp)).mean(axis=2)
+    integral = np.pad(gain, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    sums = integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size] + integral[:-size, :-size]
+    y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(y), int(x)
+
+
+def labelled_panels(panels: list[tuple[str, np.ndarray]], crop: tuple[int, int] | None = None, crop_size: int = 48,
+                    zoom: int | None = None, gap: int = 6) -> np.ndarray:
+    """uint8 RGB image: the panels side by side, each titled (e.g. "deblurred 29.50 dB"); with
+    ``crop`` a second row of the same window of every panel enlarged ``zoom`` times (nearest
+    neighbour; default: as wide as a panel), outlined on the panels above. Needs Pillow (extra
+    [demo]) for the text."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError as e:  # pragma: no cover - scikit-image, in [demo], brings it
+        from vdeblur.errors import missing_dependency
+
+        raise missing_dependency("PIL", "demo", "the demo's labelled panels") from e
+    h, w = panels[0][1].shape[:2]
+    title = 22
+    cs = min(crop_size, h, w)
+    zoom = zoom or max(2, w // cs)
+    zh = cs * zoom if crop is not None else 0
+    zw = cs * zoom
+    col = max(w, zw)
+    total_w = len(panels) * col + (len(panels) - 1) * gap
+    total_h = title + h + (gap + zh if crop is not None else 0)
+    canvas = Image.new("RGB", (total_w, total_h), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=14)
+    for i, (label, image) in enumerate(panels):
+        x0 = i * (col + gap)
+        canvas.paste(Image.fromarray(np.ascontiguousarray(image)), (x0, title))
+        draw.text((x0 + 2, 3), label, fill=(0, 0, 0), font=font)
+        if crop is not None:
+            y, x = crop
+            draw.rectangle([x0 + x, title + y, x0 + x + cs - 1, title + y + cs - 1], outline=(255, 32, 32))
+            window = image[y : y + cs, x : x + cs].repeat(zoom, axis=0).repeat(zoom, axis=1)
+            canvas.paste(Image.fromarray(np.ascontiguousarray(window)), (x0, title + h + gap))
+    return np.asarray(canvas)
 
 
 def side_by_side(*frames: np.ndarray, gap: int = 4) -> np.ndarray:
@@ -169,10 +218,15 @@ def _run(out: Path, files: Any, blurry: np.ndarray, sharp: np.ndarray, wanted: l
             for f in deblurred:
                 sink.write(f)
             sink.commit()
-        (out / f"side_by_side_{precision}.png").write_bytes(
-            encode_png(side_by_side(blurry[middle], deblurred[middle], sharp[middle])))
+        crop = best_crop(blurry[middle], deblurred[middle], sharp[middle])
+        row_psnr = psnr(deblurred / 255.0, sharp / 255.0)
+        panels = [(f"blurry {psnr(blurry[middle] / 255.0, sharp[middle] / 255.0):.2f} dB", blurry[middle]),
+                  (f"deblurred ({precision}) {psnr(deblurred[middle] / 255.0, sharp[middle] / 255.0):.2f} dB",
+                   deblurred[middle]),
+                  ("sharp", sharp[middle])]
+        (out / f"side_by_side_{precision}.png").write_bytes(encode_png(labelled_panels(panels, crop=crop)))
         lat = percentiles_ms(latencies)
-        row.update({"psnr_deblurred_db": psnr(deblurred / 255.0, sharp / 255.0), "latency_ms_p50": lat["p50"],
+        row.update({"psnr_deblurred_db": row_psnr, "latency_ms_p50": lat["p50"],
                     "fps": len(latencies) / sum(latencies)})
     result = {
         "status": "done",
