@@ -78,6 +78,15 @@ def frame_color(frame: Any) -> Color:
                  rng or guess.range, assumed=matrix is None)
 
 
+def _sws_flags() -> Any:
+    """swscale flags for colour conversion: accurate rounding and full chroma interpolation in and
+    out (ffmpeg's ``-sws_flags +accurate_rnd+full_chroma_int+full_chroma_inp``). swscale's defaults
+    shift the mean of a 4:2:0 round trip by about -1.2 levels; these keep it within 0.2."""
+    from av.video.reformatter import Interpolation as interp
+
+    return interp.BILINEAR | interp.ACCURATE_RND | interp.FULL_CHR_H_INT | interp.FULL_CHR_H_INP
+
+
 def bit_depth(frame: Any) -> int:
     """Bits per component of a decoded frame's pixel format (8 for rgb24/yuv420p, 10 for yuv420p10le)."""
     comps = frame.format.components
@@ -94,7 +103,7 @@ def frame_to_rgb(frame: Any, deep: bool = False) -> np.ndarray:
     color = frame_color(frame)
     sws = _SWS_MATRIX[color.matrix]
     rgb = frame.reformat(format=fmt, src_colorspace=sws, dst_colorspace=sws, src_color_range=color.range,
-                         dst_color_range=2)
+                         dst_color_range=2, interpolation=_sws_flags())
     return rgb.to_ndarray()
 
 
@@ -607,7 +616,7 @@ class FrameSink:
             pixels = np.pad(pixels, ((0, h - pixels.shape[0]), (0, w - pixels.shape[1]), (0, 0)), mode="edge")
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb48le" if deep else "rgb24").reformat(
             format=self._stream.pix_fmt, src_colorspace=_SWS_MATRIX[c.matrix], dst_colorspace=_SWS_MATRIX[c.matrix],
-            src_color_range=2, dst_color_range=c.range)
+            src_color_range=2, dst_color_range=c.range, interpolation=_sws_flags())
         vf.colorspace, vf.color_range = c.matrix, c.range
         vf.color_primaries, vf.color_trc = c.primaries, c.transfer
         pts = int(round(t / self._time_base))
