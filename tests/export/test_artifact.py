@@ -125,6 +125,11 @@ def test_existing_out_is_refused_then_replaced_with_overwrite(tmp_path: Path) ->
         ({"model": "mtu2", "precisions": ["fp12"]}, UsageError, "precision fp12 is unknown"),
         ({"model": "mtu2", "precisions": ["int8"]}, UsageError, "int8/fp8 need calibration frames"),
         ({"model": "mtu2", "checkpoint": "/nonexistent.pth"}, UsageError, "no such checkpoint file"),
+        # the calibration source is checked before the export runs (it used to fail after it)
+        ({"model": "mtu2", "precisions": ["int8"], "calibration": "/nonexistent"}, UsageError, "does not exist"),
+        ({"model": "mtu2", "precisions": ["int8"], "calibration": __file__}, UsageError, "is not a video"),
+        ({"model": "mtu2", "precisions": ["int8"], "calibration": str(Path(__file__).parent)}, UsageError,
+         "holds no images"),
     ],
 )
 def test_bad_inputs_fail_clearly_and_leave_nothing(tmp_path: Path, kwargs: dict, error: type, match: str) -> None:

@@ -136,6 +136,8 @@ def export_artifact(
         raise UsageError("export: int8/fp8 need calibration frames. Pass --calibration VIDEO_OR_FOLDER.")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise UsageError(f"{checkpoint}: no such checkpoint file. Expected a .pth/.pt/.safetensors file.")
+    if calibration is not None and len(wanted) > 1:
+        _check_calibration_source(Path(calibration))  # before minutes of export, not after
 
     import torch
 
@@ -233,6 +235,19 @@ def export_artifact(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _check_calibration_source(path: Path) -> None:
+    from vdeblur.runtime.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files
+
+    if not path.exists():
+        raise UsageError(f"{path}: does not exist. Expected --calibration to name a video file or a folder of images.")
+    if path.is_dir() and not image_files(path):
+        raise UsageError(f"{path}: holds no images ({', '.join(IMAGE_SUFFIXES)}). Expected --calibration to name a "
+                         "video file or a folder of images.")
+    if path.is_file() and path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UsageError(f"{path}: is not a video ({', '.join(VIDEO_SUFFIXES)}). Expected --calibration to name a "
+                         "video file or a folder of images.")
 
 
 def _opset(path: Path) -> int:
