@@ -295,16 +295,6 @@ class VideoSource:
         self.total = total
         self.end = 0.0  # the span's end (seconds from its start), known once read
         self.bit_depth: int | None = 8 if self.is_folder else None  # video: from the first frame
-        if not self.is_folder:
-            av = _av()
-            try:
-                with av.open(str(self.path)) as container:
-                    self.audio_info = [{"codec": s.codec_context.name, "sample_rate": s.codec_context.sample_rate,
-                                        "channels": s.codec_context.channels} for s in container.streams.audio]
-            except (av.error.FFmpegError, OSError) as e:
-                raise MediaError(f"{self.path}: cannot be opened as a video ({e}).") from e
-        else:
-            self.audio_info = []
 
     def frames(self, audio_sink: Any = None) -> Iterator[tuple[np.ndarray, float]]:
         if self.is_folder:
@@ -340,22 +330,20 @@ class VideoSource:
             if not container.streams.video:
                 raise MediaError(f"{self.path}: has no video stream.")
             video = container.streams.video[0]
+            # Times count from the container's start (e.g. MPEG-TS starts at 1.4 s), for video and audio alike.
+            origin = float(container.start_time) / 1e6 if container.start_time else 0.0
             audio = list(container.streams.audio) if audio_sink is not None else []
             if audio:
-                audio_sink.add_audio(audio, start=self.start)
+                audio_sink.add_audio(audio, start=origin + self.start)
             streams = [video, *audio]
             tb = float(video.time_base) if video.time_base else 1.0 / self.fps
-            origin = None
             try:
                 for packet in container.demux(*streams):
                     if packet.stream.type == "audio":
                         audio_sink.audio_packet(packet)
                         continue
                     for frame in packet.decode():
-                        t = frame.pts * tb if frame.pts is not None else count / self.fps
-                        if origin is None:
-                            origin = float(container.start_time or 0) / 1e6 if container.start_time else 0.0
-                        t -= origin
+                        t = frame.pts * tb - origin if frame.pts is not None else count / self.fps
                         if t < self.start - 1e-6:
                             continue
                         if self.max_frames is not None and count >= self.max_frames:
