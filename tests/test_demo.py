@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vdeblur.demo import MARKER, _prepare_out, assets, best_crop, labelled_panels, run_demo, side_by_side
+from vdeblur.demo import MARKER, _prepare_out, assets, best_crop, labelled_panels, run_demo
 from vdeblur.errors import UsageError
 
 
@@ -109,9 +109,3 @@ def test_labelled_panels() -> None:
     assert img.dtype == np.uint8 and img.shape == (22 + 40 + 6 + 48, 3 * 50 + 2 * 6, 3)
     assert (img[:22] < 128).any()  # the titles are drawn
     assert (img[22 + 40 + 6 + 5, 56 + 5] == 100).all()  # the zoomed window of panel 2
-
-
-def test_side_by_side() -> None:
-    a = np.zeros((4, 5, 3), np.uint8)
-    img = side_by_side(a, a + 1, a + 2, gap=2)
-    assert img.shape == (4, 19, 3) and (img[:, 5:7] == 255).all() and (img[:, -5:] == 2).all()

@@ -118,17 +118,6 @@ def labelled_panels(panels: list[tuple[str, np.ndarray]], crop: tuple[int, int] 
     return np.asarray(canvas)
 
 
-def side_by_side(*frames: np.ndarray, gap: int = 4) -> np.ndarray:
-    """uint8 (H, W, 3) frames next to each other with a white gap."""
-    h = frames[0].shape[0]
-    pieces: list[np.ndarray] = []
-    for i, f in enumerate(frames):
-        if i:
-            pieces.append(np.full((h, gap, 3), 255, np.uint8))
-        pieces.append(f)
-    return np.concatenate(pieces, axis=1)
-
-
 def _check_precisions(precisions: list[str] | tuple[str, ...] | None) -> list[str]:
     wanted = list(dict.fromkeys(precisions or PRECISIONS))
     bad = [p for p in wanted if p not in CHOICES]

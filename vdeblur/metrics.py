@@ -38,5 +38,7 @@ def compare(test: Any, reference: Any, tol: float = PIXEL_TOL) -> dict[str, floa
 
 
 def json_safe(value: float) -> float | str:
-    """inf PSNR as the string "inf" so reports stay valid JSON."""
-    return "inf" if isinstance(value, float) and math.isinf(value) else value
+    """An infinite PSNR as the string "inf" (or "-inf") so reports stay valid JSON."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value

@@ -106,6 +106,14 @@ def int8_weight_range(model: Any) -> int:
     return largest
 
 
+def int8_wrong_here(max_abs_weight: int) -> bool:
+    """Whether fused integer kernels would compute an int8 graph with these weights wrong on this
+    CPU: weights beyond the 7-bit range on an x86 CPU whose U8S8 kernels saturate (no VNNI)."""
+    from vdeblur.contract.device import int8_saturates
+
+    return max_abs_weight > SAFE_INT8_WEIGHT and int8_saturates()
+
+
 def int8_settings(onnx_path: str | Path) -> dict[str, Any] | None:
     """How an int8 (Q/DQ) graph must run on this CPU, or None for a graph without int8 weights.
 
@@ -114,14 +122,13 @@ def int8_settings(onnx_path: str | Path) -> dict[str, Any] | None:
     exceed the 7-bit range and this CPU's U8S8 kernels saturate (x86-64 without VNNI)."""
     import onnx
 
-    from vdeblur.contract.device import cpu_info, int8_saturates
+    from vdeblur.contract.device import cpu_info
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     largest = int8_weight_range(model)
     if largest == 0:
         return None
-    saturates = int8_saturates()
-    disable = largest > SAFE_INT8_WEIGHT and saturates
+    disable = int8_wrong_here(largest)
     info = {"max_abs_weight": largest, "weight_bits": 7 if largest <= SAFE_INT8_WEIGHT else 8,
             "cpu_vnni": bool(cpu_info()["vnni"]), "disable_quant_qdq": disable}
     if disable:

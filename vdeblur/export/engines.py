@@ -651,6 +651,7 @@ def _build_onnxruntime(p: BuildPlan, report: Progress) -> dict[str, Any]:
 
     from vdeblur.contract.device import cpu_info
     from vdeblur.contract.precision import DISABLE_QDQ, ENGINE_BARS, frame_metrics, int8_settings
+    from vdeblur.metrics import json_safe
 
     settings = p.settings
     engine_dir = Path(p.engine_dir)
@@ -702,7 +703,7 @@ def _build_onnxruntime(p: BuildPlan, report: Progress) -> dict[str, Any]:
         h, w = p.shapes["min"]
         verification = {"against": f"{os.path.relpath(p.onnx, p.artifact)} without graph optimisation",
                         "clip": f"synthetic moving texture, {len(want)} output frames at {w}x{h}",
-                        "psnr_db": _json_num(metrics["psnr_db"]),
+                        "psnr_db": json_safe(metrics["psnr_db"]),
                         "within_half_level": metrics["within_half_level"], "bar": bar.to_dict(),
                         "passed": short is None}
         timings["verify"] = round(time.perf_counter() - t, 3)
@@ -766,10 +767,6 @@ def _build_onnxruntime(p: BuildPlan, report: Progress) -> dict[str, Any]:
         "timings_s": timings,
         "notes": notes,
     }
-
-
-def _json_num(x: float) -> float | str:
-    return x if np.isfinite(x) else ("inf" if x > 0 else "-inf")
 
 
 def _verify_frames(p: BuildPlan, optimised: Path, providers: list[list[Any]],

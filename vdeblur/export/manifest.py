@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vdeblur.contract.precision import PRECISIONS
 from vdeblur.errors import ExportError
 
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 LOWERINGS = ("portable", "trt")
 
 

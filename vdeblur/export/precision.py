@@ -62,11 +62,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from vdeblur.contract.precision import int8_weight_range
+from vdeblur.contract.precision import PRECISIONS, int8_weight_range
 from vdeblur.errors import ExportError, UsageError, missing_dependency
 from vdeblur.export.stepgraph import StepSpec
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 QUANTIZERS = ("onnxruntime", "modelopt")
 INT8_WEIGHTS = ("reduced", "full")  # 7-bit weights (right on every CPU) or 8-bit (VNNI / ARM64 only)
 

@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from vdeblur.contract.precision import PRECISIONS
 from vdeblur.errors import UsageError, VdeblurError
 from vdeblur.runtime.run import percentiles_ms
 
 Progress = Callable[[str, float], None]
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 THREADED_BACKENDS = ("torch", "onnxruntime")  # backends whose CPU threads bench pins
 
 
@@ -118,7 +118,7 @@ def bench(target: str | Path, backends: list[str], precisions: list[str], height
     """Benchmark ``target`` (an artifact directory or a model name) on each (backend, precision),
     interleaved frame by frame (see the module docstring). threads: intra-op threads of ONNX
     Runtime and PyTorch (default: the physical cores)."""
-    from vdeblur.contract.device import load_average
+    from vdeblur.contract.device import load_average, physical_cores
     from vdeblur.metrics import json_safe, psnr
     from vdeblur.runtime.backends.base import describe
     from vdeblur.runtime.stream import Stream
@@ -135,8 +135,6 @@ def bench(target: str | Path, backends: list[str], precisions: list[str], height
         raise UsageError(f"bench: {width}x{height} is too small. Expected at least 16x16.")
     if threads is not None and threads < 1:
         raise UsageError(f"bench: --threads {threads} is invalid. Expected at least 1.")
-    from vdeblur.contract.device import physical_cores
-
     threads = threads or physical_cores()
     say = progress or (lambda stage, fraction: None)
     load_before = load_average()

@@ -488,16 +488,13 @@ class FrameSink:
         t = float(packet.pts * packet.time_base) - self._audio_start
         if t < -1e-6:
             return
-        if self._reencode(packet.stream):
+        if not self._probe_copy(packet.stream):
             for frame in packet.decode():  # decoded now: the input closes before commit
                 self._pending.append((t, packet.stream.index, frame))
         else:
             self._pending.append((t, packet.stream.index, packet))
         if self._container is not None:
             self._flush_audio(self._last_t)
-
-    def _reencode(self, stream: Any) -> bool:
-        return not self._probe_copy(stream)
 
     def _probe_copy(self, stream: Any) -> bool:
         """Whether this output container takes the stream's codec as it is (asked once per stream)."""

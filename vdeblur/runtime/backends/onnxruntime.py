@@ -101,8 +101,7 @@ class OnnxRuntimeBackend:
         was built for these providers (a CUDA-optimised model does not load on the CPU provider) and
         its int8 kernels are right on this CPU; else the artifact's portable graph. Sets
         ``graph_info``: the file, whether it is the built engine, the build's fallback, notes."""
-        from vdeblur.contract.device import int8_saturates
-        from vdeblur.contract.precision import SAFE_INT8_WEIGHT
+        from vdeblur.contract.precision import int8_wrong_here
 
         artifact = self.iface.artifact
         built = artifact / "engines" / "onnxruntime" / precision
@@ -112,13 +111,13 @@ class OnnxRuntimeBackend:
             settings = json.loads(settings_file.read_text())
             model = Path(os.path.normpath(built / settings.get("model", "model.optimized.onnx")))
             int8 = settings.get("int8") or {}
-            fused_wide = (int8.get("max_abs_weight", 0) > SAFE_INT8_WEIGHT
-                          and not int8.get("disable_quant_qdq", False))
+            fused_wrong = (not int8.get("disable_quant_qdq", False)
+                           and int8_wrong_here(int(int8.get("max_abs_weight", 0))))
             if not model.is_file():
                 notes.append(f"the built engine {model.name} is missing: rebuild it")
             elif settings.get("optimized_for") != providers:
                 notes.append(f"the built engine is for {settings.get('optimized_for')}, not {providers}")
-            elif fused_wide and int8_saturates():
+            elif fused_wrong:
                 notes.append("the built int8 engine has full-range weights in fused integer kernels and this x86 "
                              "CPU has no VNNI (they would saturate): rebuild it here")
             else:
