@@ -25,13 +25,13 @@ from _common import machine  # noqa: E402
 
 
 def errors() -> dict[str, dict[str, float]]:
-    from vdeblur.plugins.correlation import kernel as ck
+    from vdeblur.plugins import specs
     from vdeblur.plugins.correlation import reference as cr
-    from vdeblur.plugins.correlation_argmax import kernel as ak
     from vdeblur.plugins.correlation_argmax import reference as ar
-    from vdeblur.plugins.flow_warp import kernel as wk
     from vdeblur.plugins.flow_warp import reference as wr
+    from vdeblur.plugins.torchop import launch
 
+    corr, search, warp = (specs()[n] for n in ("correlation", "correlation_argmax", "flow_warp"))
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     g = torch.Generator().manual_seed(0)
     out: dict[str, dict[str, float]] = {}
@@ -39,14 +39,15 @@ def errors() -> dict[str, dict[str, float]]:
     for shape, d, s in [((1, 16, 23, 37), 4, 1), ((2, 8, 17, 19), 6, 2), ((1, 52, 24, 40), 10, 1)]:
         a, b = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
         ref = cr.correlation(a, b, d, s)
-        rel = ((ck.correlation(a.to(dev), b.to(dev), d, s).cpu() - ref).abs().max() / ref.abs().max()).item()
+        got = launch(corr, a.to(dev), b.to(dev), max_displacement=d, stride=s).cpu()
+        rel = ((got - ref).abs().max() / ref.abs().max()).item()
         worst = max(worst, rel)
     out["correlation"] = {"max_rel_err_fp32": worst}
     eq, gap = [], 0.0
     for shape, d, p in [((1, 16, 23, 37), 4, 5), ((1, 52, 24, 40), 10, 5), ((2, 8, 17, 19), 3, 3)]:
         a = torch.randn(*shape, generator=g)
         b = torch.roll(a, (1, -2), (2, 3)) + 0.5 * torch.randn(*shape, generator=g)
-        flow = ak.correlation_argmax(a.to(dev), b.to(dev), d, p).cpu()
+        flow = launch(search, a.to(dev), b.to(dev), max_displacement=d, pool=p).cpu()
         ref = ar.correlation_argmax(a, b, d, p)
         cost = ar.pooled_cost(a, b, d, p)
         k = 2 * d + 1
@@ -59,24 +60,25 @@ def errors() -> dict[str, dict[str, float]]:
         for mode in ("zeros", "border"):
             x = torch.randn(*shape, generator=g)
             f = torch.randn(shape[0], 2, *shape[2:], generator=g) * 6
-            err = (wk.flow_warp(x.to(dev), f.to(dev), mode).cpu() - wr.flow_warp(x, f, mode)).abs().max().item()
-            worst = max(worst, err)
+            got = launch(warp, x.to(dev), f.to(dev), padding_mode=mode).cpu()
+            worst = max(worst, (got - wr.flow_warp(x, f, mode)).abs().max().item())
     out["flow_warp"] = {"max_abs_err_fp32": worst}
     return out
 
 
 def resources() -> list[dict[str, object]]:
-    from vdeblur.plugins.correlation import trt as ct
-    from vdeblur.plugins.correlation_argmax import trt as at
-    from vdeblur.plugins.flow_warp import trt as wt
+    from vdeblur.plugins import specs
+    from vdeblur.plugins.aot import compile_op
 
+    cases = [("correlation d=10", "correlation", {"max_displacement": 10, "stride": 1}),
+             ("correlation_argmax d=10 pool=5", "correlation_argmax", {"max_displacement": 10, "pool": 5}),
+             ("flow_warp zeros", "flow_warp", {"padding_mode": "zeros"})]
     rows = []
     for arch in (80, 89, 90):
         for dtype in ("float32", "float16"):
-            for op, ck in [("correlation d=10", ct.aot_kernel(dtype, 10, 1, arch)),
-                           ("correlation_argmax d=10 pool=5", at.aot_kernel(dtype, 10, 5, arch)),
-                           ("flow_warp zeros", wt.aot_kernel(dtype, "zeros", arch))]:
-                rows.append({"op": op, "dtype": dtype, **ck.summary()})
+            for label, name, attrs in cases:
+                ck = compile_op(specs()[name], dtype, attrs, arch)
+                rows.append({"op": label, "dtype": dtype, **ck.summary()})
     return rows
 
 

@@ -7,7 +7,7 @@ machine's backends, recorded with the machine description in benchmarks/results/
 
 Models are exported once each with random weights (latency work) and every precision, and their
 ONNX Runtime engines built (`vdeblur build`, unless --no-build); each size
-is then benchmarked with `vdeblur.runtime.bench.bench`, the combinations interleaved frame by
+is then benchmarked with `vdeblur.bench.bench`, the combinations interleaved frame by
 frame with pinned threads, so every figure of a size comes from the same run and is also given as
 a ratio to torch eager fp32 from that run (with the spread of the per-frame ratios). The CPU model,
 its ISA flags and the load average before and after each size are recorded. The suite also measures
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vdeblur.bench import bench, format_table, machine
+from vdeblur.build import build
+from vdeblur.data.texture import moving_texture
 from vdeblur.export.artifact import export_artifact
-from vdeblur.export.engines import build
-from vdeblur.runtime.bench import bench, format_table, machine
-from vdeblur.runtime.synthetic import moving_texture
 from vdeblur.runtime.video import encode_png
 
 

@@ -45,7 +45,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vdeblur.data import BlurSettings, demo_sources, make_clip  # noqa: E402
+from vdeblur.data import BlurSettings, demo_sources, make_clip, natural_images  # noqa: E402
 from vdeblur.metrics import psnr  # noqa: E402
 from vdeblur.models import create, run_clip  # noqa: E402
 
@@ -57,13 +57,21 @@ EVAL_BLUR = BlurSettings(speed=4.0, rotation=0.3, zoom=0.005, exposure=1.0)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="mtu2", help="MTU preset (official architecture): mtu1, mtu2...")
-    p.add_argument("--iterations", type=int, default=1800)
+    p.add_argument("--iterations", type=int, default=3000)
     p.add_argument("--batch", type=int, default=4, help="clips per iteration")
     p.add_argument("--frames", type=int, default=5, help="frames per training clip")
     p.add_argument("--crop", type=int, default=64, help="training crop size (multiple of 4)")
     p.add_argument("--subframes", type=int, default=9, help="sharp sub-frames averaged per blurry frame")
     p.add_argument("--speed-min", type=float, default=1.5, help="camera speed range (px/frame) of training clips")
     p.add_argument("--speed-max", type=float, default=7.0)
+    p.add_argument("--scale-min", type=float, default=0.7,
+                   help="source pixels per output pixel of training views (log-uniform; < 1 magnifies)")
+    p.add_argument("--scale-max", type=float, default=1.5)
+    p.add_argument("--static", type=float, default=0.1,
+                   help="fraction of training clips with a still camera (blurry == sharp: the model "
+                        "learns to leave sharp footage, and its colour, alone)")
+    p.add_argument("--gamma-jitter", type=float, default=0.2,
+                   help="tone augmentation: source images raised to a power in [1/(1+j), 1+j]")
     p.add_argument("--min-detail", type=float, default=0.02,
                    help="resample training crops whose sharp frames have less mean |gradient| than this")
     p.add_argument("--exclude", default="retina,moon,clock,cell",
@@ -105,13 +113,20 @@ def training_batch(rng: np.random.Generator, sources: list[tuple[str, np.ndarray
             _, img, colour = sources[int(rng.integers(len(sources)))]
             if rng.random() < 0.5:
                 img = img[:, ::-1]
+            if rng.random() < 0.5:  # quarter turn (transpose + flip above)
+                img = np.swapaxes(img, 0, 1)
             if colour:  # random channel order
                 img = img[..., rng.permutation(3)]
+            if args.gamma_jitter > 0:
+                g = float(np.exp(rng.uniform(-1.0, 1.0) * math.log1p(args.gamma_jitter)))
+                img = np.power(img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0), g)
+            still = rng.random() < args.static
             settings = BlurSettings(
-                speed=float(rng.uniform(args.speed_min, args.speed_max)),
-                rotation=float(rng.uniform(0.0, 0.6)),
-                zoom=float(rng.uniform(0.0, 0.01)),
+                speed=0.0 if still else float(rng.uniform(args.speed_min, args.speed_max)),
+                rotation=0.0 if still else float(rng.uniform(0.0, 0.6)),
+                zoom=0.0 if still else float(rng.uniform(0.0, 0.01)),
                 exposure=float(rng.uniform(0.6, 1.0)),
+                scale=float(np.exp(rng.uniform(math.log(args.scale_min), math.log(args.scale_max)))),
             )
             b, s = make_clip(np.ascontiguousarray(img), args.frames, args.crop, args.crop, args.subframes,
                              seed=int(rng.integers(2**31)), settings=settings)
@@ -146,6 +161,25 @@ def evaluate(model: torch.nn.Module, clips: list[dict]) -> dict:
     deblurred = float(np.mean([p["deblurred_psnr"] for p in per_clip]))
     return {"blurry_psnr": round(blurry, 3), "deblurred_psnr": round(deblurred, 3),
             "gain_db": round(deblurred - blurry, 3), "clips": per_clip}
+
+
+def colour_check(model: torch.nn.Module, images: list[tuple[str, np.ndarray]], frames: int = 6,
+                 height: int = 180, width: int = 320) -> dict:
+    """Mean brightness change on SHARP footage (a still camera: nothing to deblur), in 8-bit levels.
+
+    For each photograph a still clip (blurry == sharp) goes through run_clip; the mean of
+    output - input over all pixels, per channel and overall. A model that keeps colour stays near 0.
+    """
+    rows = []
+    for name, img in images:
+        _, s = make_clip(img, frames, height, width, 1, seed=0, speed=0.0, rotation=0.0, zoom=0.0, turn=0.0)
+        out = run_clip(model, torch.from_numpy(s)[None])[0].numpy()
+        diff = (np.clip(out, 0.0, 1.0) - s) * 255.0
+        rows.append({"image": name, "mean_levels": round(float(diff.mean()), 3),
+                     "rgb_levels": [round(float(diff[:, c].mean()), 3) for c in range(3)]})
+    worst = max(abs(r["mean_levels"]) for r in rows)
+    return {"images": rows, "max_abs_mean_levels": round(worst, 3), "height": height, "width": width,
+            "frames": frames, "measured_with": "vdeblur.models.run_clip on still clips (input == sharp)"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     final.update({"height": 180, "width": 320, "frames": args.final_frames, "count": len(final_clips),
                   "blur": eval_blur.as_dict(), "measured_with": "vdeblur.models.run_clip"})
     print(json.dumps({k: v for k, v in final.items() if k != "clips"}), flush=True)
+    colour = colour_check(model, natural_images())
+    print(json.dumps({"colour": colour}), flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
@@ -229,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_sources": [n for n, _ in held],
         "training_blur": {"speed": [args.speed_min, args.speed_max], "rotation_deg": [0.0, 0.6],
                           "zoom": [0.0, 0.01], "exposure": [0.6, 1.0], "subframes": args.subframes,
-                          "augment": "hflip, colour channel order, time reversal",
+                          "scale": [args.scale_min, args.scale_max], "still_fraction": args.static,
+                          "augment": "hflip, quarter turn, colour channel order, tone (gamma "
+                                     f"1/{1 + args.gamma_jitter:g}..{1 + args.gamma_jitter:g}), time reversal",
                           "min_detail": args.min_detail},
         "loss": f"{args.loss} over all output frames of clip_forward",
         "optimizer": {"name": "Adam", "betas": [0.9, 0.99], "lr": args.lr, "schedule": "linear warm-up, cosine",
@@ -237,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "probe": "held-out clips (1 per held-out image, 6 frames, 320x180), mean PSNR via run_clip",
         "history": history,
         "final_eval": final,
+        "colour_check": colour,
         "train_seconds": round(train_s, 1),
         "seconds_per_iteration": round(train_s / max(1, args.iterations), 3),
         "environment": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),

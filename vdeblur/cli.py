@@ -18,28 +18,19 @@ from vdeblur.errors import UsageError, VdeblurError
 
 
 def _cmd_models(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    from vdeblur.models.registry import FAMILY_NAMES, is_available, list_presets
+    from vdeblur.models.registry import families
 
-    presets = [
-        {
-            "name": p.name,
-            "family": p.family,
-            "available": is_available(p.family),
-            "config": p.config,
-            "summary": p.summary,
-        }
-        for p in list_presets()
-    ]
-    families = [{"name": f, "available": is_available(f)} for f in FAMILY_NAMES]
+    fams = families()
+    presets = [{"name": p.name, "family": f.name, "kind": f.kind, "config": p.config, "summary": p.summary}
+               for f in fams for p in f.presets]
     width = max(len(p["name"]) for p in presets)
-    lines = [f"{'preset':<{width}}  {'family':<8}  {'status':<15}  summary"]
+    lines = [f"{'preset':<{width}}  {'family':<8}  {'kind':<5}  summary"]
     for p in presets:
-        status = "available" if p["available"] else "not implemented"
-        lines.append(f"{p['name']:<{width}}  {p['family']:<8}  {status:<15}  {p['summary']}")
+        lines.append(f"{p['name']:<{width}}  {p['family']:<8}  {p['kind']:<5}  {p['summary']}")
     lines.append("")
-    lines.append("families: " + ", ".join(f["name"] + ("" if f["available"] else " (not implemented)")
-                                          for f in families))
-    return {"presets": presets, "families": families}, "\n".join(lines)
+    lines.append("families: " + ", ".join(f.name for f in fams))
+    return {"presets": presets, "families": [{"name": f.name, "kind": f.kind, "defaults": f.defaults}
+                                             for f in fams]}, "\n".join(lines)
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
@@ -114,10 +105,16 @@ def _graph_line(name: str, graph: dict[str, Any] | None) -> str:
 def _cmd_export(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from vdeblur.export.artifact import export_artifact
 
+    precisions = _csv(args.precision) or ["fp32"]
+    calibration = None
+    if args.calibration is not None and any(p != "fp32" for p in precisions):
+        from vdeblur.runtime.video import load_calibration
+
+        calibration = load_calibration(args.calibration, args.height, args.width)  # checked before the export
     report = export_artifact(
         args.model, args.out, checkpoint=args.checkpoint, overrides=parse_sets(args.set), plugins=args.plugins,
-        height=args.height, width=args.width, precisions=_csv(args.precision) or ["fp32"],
-        calibration=args.calibration, frames=args.frames, min_psnr_db=args.min_psnr, overwrite=args.overwrite,
+        height=args.height, width=args.width, precisions=precisions,
+        calibration=calibration, frames=args.frames, min_psnr_db=args.min_psnr, overwrite=args.overwrite,
         int8_weights=args.int8_weights, progress=_ProgressBar(not args.json),
     )
     for skipped in report.get("skipped", []):
@@ -137,7 +134,7 @@ def _cmd_export(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 
 def _cmd_build(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    from vdeblur.export.engines import build
+    from vdeblur.build import build
 
     result = build(args.artifact, args.backend, precision=args.precision, shapes=args.shapes,
                    dry_run=args.dry_run, progress=_ProgressBar(not args.json))
@@ -200,7 +197,7 @@ def _cmd_compare(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    from vdeblur.runtime.bench import bench, format_table
+    from vdeblur.bench import bench, format_table
 
     payload = bench(args.target, _csv(args.backends), _csv(args.precisions), height=args.height, width=args.width,
                     frames=args.frames, warmup=args.warmup, device=args.device, report=args.report,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,21 +52,14 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True)
 
 
-def _calibration_folder(root: Path, height: int, width: int, clips: int = 2, frames: int = 8) -> Path:
-    """Synthetic blurry frames from the training images (never the demo clip) as PNGs."""
+def _calibration_frames(height: int, width: int, clips: int = 2, frames: int = 8) -> np.ndarray:
+    """Synthetic blurry frames (T, 3, H, W) from the training images (never the demo clip)."""
     from vdeblur.data import demo_sources, make_clip
-    from vdeblur.runtime.video import encode_png
 
     train, _ = demo_sources(grey=False)
-    folder = root / "calibration"
-    folder.mkdir()
-    k = 0
-    for i, (_, image) in enumerate(train[:clips]):
-        blurry = make_clip(image, frames, height, width, seed=100 + i)[0]
-        for f in blurry:
-            (folder / f"{k:05d}.png").write_bytes(encode_png((f.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)))
-            k += 1
-    return folder
+    clip = np.concatenate([make_clip(image, frames, height, width, seed=100 + i)[0]
+                           for i, (_, image) in enumerate(train[:clips])])
+    return np.round(clip * 255) / np.float32(255)  # 8-bit frames, as a video would give them
 
 
 def best_crop(blurry: np.ndarray, deblurred: np.ndarray, sharp: np.ndarray, size: int = 48) -> tuple[int, int]:
@@ -154,10 +146,10 @@ def run_demo(out: str | Path = "vdeblur-demo", progress: Progress | None = None,
 
 def _run(out: Path, files: Any, blurry: np.ndarray, sharp: np.ndarray, wanted: list[str],
          say: Progress) -> dict[str, Any]:
+    from vdeblur.build import build
     from vdeblur.contract.device import cpu_info
     from vdeblur.errors import VdeblurError
     from vdeblur.export.artifact import export_artifact
-    from vdeblur.export.engines import build
     from vdeblur.metrics import psnr
     from vdeblur.runtime.run import percentiles_ms
     from vdeblur.runtime.stream import Stream
@@ -165,13 +157,11 @@ def _run(out: Path, files: Any, blurry: np.ndarray, sharp: np.ndarray, wanted: l
 
     started = time.perf_counter()
     height, width = blurry.shape[1:3]
-    with tempfile.TemporaryDirectory(prefix="vdeblur-demo-") as tmp:
-        say("calibration frames", 0.02)
-        calibration = _calibration_folder(Path(tmp), height, width)
-        say(f"exporting {', '.join(wanted)}", 0.1)
-        export = export_artifact(files.preset, out / "artifact", checkpoint=files.checkpoint,
-                                 precisions=wanted, calibration=calibration, height=height, width=width,
-                                 frames=4)
+    say("calibration frames", 0.02)
+    calibration = _calibration_frames(height, width)
+    say(f"exporting {', '.join(wanted)}", 0.1)
+    export = export_artifact(files.preset, out / "artifact", checkpoint=files.checkpoint,
+                             precisions=wanted, calibration=calibration, height=height, width=width, frames=4)
     left_out = {s["precision"]: s["reason"] for s in export.get("skipped", [])}
     rows = []
     psnr_blurry = psnr(blurry / 255.0, sharp / 255.0)

@@ -8,13 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
 
+from vdeblur.contract import manifest as manifest_mod
 from vdeblur.errors import CheckpointError, ExportError, UsageError, VdeblurError
-from vdeblur.export import manifest as manifest_mod
 from vdeblur.export.artifact import export_artifact
+from vdeblur.runtime.video import load_calibration
 
 MTU = {"ch": 6, "rb_num": 1, "max_displacement": 3}
 MMPRNN = {"n_features": 4, "n_blocks_a": 1, "n_blocks_b": 1}
@@ -81,7 +83,7 @@ def test_manifest_schema(mtu_trt: tuple[Path, dict]) -> None:
     assert m.graph("fp32", "trt").file == "model.onnx"
     assert m.opset >= 17
     assert set(m.versions) >= {"vdeblur", "torch", "onnx"}
-    from vdeblur.export.manifest import sha256_file
+    from vdeblur.contract.manifest import sha256_file
 
     assert m.graph("fp32", "trt").sha256 == sha256_file(out / "model.onnx")
     with pytest.raises(ExportError, match="no fp16 graph"):
@@ -125,11 +127,13 @@ def test_existing_out_is_refused_then_replaced_with_overwrite(tmp_path: Path) ->
         ({"model": "mtu2", "precisions": ["fp12"]}, UsageError, "precision fp12 is unknown"),
         ({"model": "mtu2", "precisions": ["int8"]}, UsageError, "int8/fp8 need calibration frames"),
         ({"model": "mtu2", "checkpoint": "/nonexistent.pth"}, UsageError, "no such checkpoint file"),
-        # the calibration source is checked before the export runs (it used to fail after it)
-        ({"model": "mtu2", "precisions": ["int8"], "calibration": "/nonexistent"}, UsageError, "does not exist"),
-        ({"model": "mtu2", "precisions": ["int8"], "calibration": __file__}, UsageError, "is not a video"),
-        ({"model": "mtu2", "precisions": ["int8"], "calibration": str(Path(__file__).parent)}, UsageError,
-         "holds no images"),
+        # calibration frames are checked before the export runs
+        ({"model": "mtu2", "precisions": ["int8"], "calibration": "/nonexistent"}, UsageError,
+         r"calibration frames have shape \(\)"),
+        ({"model": "mtu2", "precisions": ["int8"], "calibration": np.zeros((4, 1, 8, 8), np.float32)}, UsageError,
+         r"calibration frames have shape \(4, 1, 8, 8\)\. Expected \(T, 3, H, W\)"),
+        ({"model": "mtu2", "precisions": ["int8"], "calibration": np.full((4, 3, 8, 8), 255.0, np.float32)},
+         UsageError, r"must be finite floats in \[0, 1\]"),
     ],
 )
 def test_bad_inputs_fail_clearly_and_leave_nothing(tmp_path: Path, kwargs: dict, error: type, match: str) -> None:
@@ -137,6 +141,21 @@ def test_bad_inputs_fail_clearly_and_leave_nothing(tmp_path: Path, kwargs: dict,
     with pytest.raises(error, match=match):
         export_artifact(out=out, **kwargs)
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_calibration_sources_are_checked_with_a_clear_error(tmp_path: Path) -> None:
+    """The applications read calibration frames with load_calibration: a bad source fails before the
+    export (which would take minutes), naming what is expected."""
+    (tmp_path / "empty").mkdir()
+    for source, match in (("/nonexistent", "does not exist"), (__file__, "is not a video"),
+                          (tmp_path / "empty", "holds no images")):
+        with pytest.raises(UsageError, match=match + r".*Expected --calibration to name a video file or a folder"):
+            load_calibration(source, 32, 32)
+    bad = subprocess.run([sys.executable, "-m", "vdeblur", "export", "mtu2", "--out", str(tmp_path / "art"),
+                          "--precision", "fp32,int8", "--calibration", "/nonexistent"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "/nonexistent: does not exist" in bad.stderr
+    assert not (tmp_path / "art").exists()
 
 
 def test_checkpoint_of_another_family(tmp_path: Path) -> None:
@@ -199,7 +218,7 @@ def test_cli_export_json(tmp_path: Path) -> None:
 def calibration_pngs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import numpy as np
 
-    from vdeblur.runtime.synthetic import moving_texture
+    from vdeblur.data.texture import moving_texture
     from vdeblur.runtime.video import encode_png
 
     folder = tmp_path_factory.mktemp("calib")
@@ -211,7 +230,8 @@ def calibration_pngs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_precision_variants_are_validated(tmp_path: Path, calibration_pngs: Path) -> None:
     out = tmp_path / "art"
     report = export_artifact("mtu2", out, overrides=MTU, plugins="trt", precisions=["fp16", "int8", "bf16"],
-                             calibration=calibration_pngs, **SIZE)
+                             calibration=load_calibration(calibration_pngs, SIZE["height"], SIZE["width"]),
+                             **SIZE)
     m = manifest_mod.read(out)
     have = {(g.precision, g.lowering) for g in m.graphs}
     assert have == {("fp32", "portable"), ("fp32", "trt"), ("fp16", "portable"), ("fp16", "trt"),

@@ -10,12 +10,12 @@ import torch
 
 from tests.models.conftest import TINY_MMPRNN, TINY_MTU, seeded_model, single_thread  # noqa: F401
 from tests.models.seeded import moving_texture
-from vdeblur.errors import ShapeError, UsageError
+from vdeblur.errors import UsageError
 from vdeblur.export.stepgraph import (
     StepSpec,
     dynamic_shapes,
     example_inputs,
-    resolve_dim,
+    initial_states,
     step_module,
     unroll,
 )
@@ -84,14 +84,6 @@ def test_unroll_gives_one_output_per_frame_and_discards_warm_up(tiny: torch.nn.M
     assert torch.equal(calls[-1][0], calls[2][0])
 
 
-def test_resolve_dim() -> None:
-    assert [resolve_dim(d, 2, 32, 48) for d in (7, "N", "Hp", "Wp", "Hp/4", "Wp/16")] == [7, 2, 32, 48, 8, 3]
-    with pytest.raises(UsageError, match=r"state shape: dimension 'H\*2' is not understood"):
-        resolve_dim("H*2", 1, 8, 8)
-    with pytest.raises(ShapeError, match=r"state shape: Hp=18 is not divisible by 4"):
-        resolve_dim("Hp/4", 1, 18, 8)
-
-
 def test_step_module_needs_a_vdeblur_model() -> None:
     with pytest.raises(UsageError, match=r"step_module: got a Conv2d. Expected a model built by"):
         step_module(torch.nn.Conv2d(3, 3, 1))
@@ -127,7 +119,7 @@ def test_onnx_export_runs_in_onnxruntime_with_dynamic_sizes(family: str) -> None
     m = spec.pad_multiple
     for n, h, w in [(1, 2 * m, 3 * m), (3, 3 * m, 2 * m)]:
         frames = moving_texture(n, 4, h, w, seed=33)
-        states = spec.initial_states(n, h, w)
+        states = initial_states(spec, n, h, w)
         ort_states = [s.numpy() for s in states]
         for t in range(4):  # warm-up, first output, one more, and a flush step
             frame = frames[:, min(t, 2)]

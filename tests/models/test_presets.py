@@ -16,8 +16,8 @@ OUR_PRESETS = [name for name, p in PRESETS.items() if p.family in ("mtu", "mmprn
 
 
 def test_our_presets_are_the_released_ones() -> None:
-    assert OUR_PRESETS == ["mtu1", "mtu2", "mtu4", "mtu10", "mtu10_L",
-                           "mmprnn_a3b4c16", "mmprnn_a7b8c16", "mmprnn_a9b10c18"]
+    assert OUR_PRESETS == ["mmprnn_a3b4c16", "mmprnn_a7b8c16", "mmprnn_a9b10c18",
+                           "mtu1", "mtu2", "mtu4", "mtu10", "mtu10_L"]
 
 
 @pytest.mark.parametrize("preset", OUR_PRESETS)

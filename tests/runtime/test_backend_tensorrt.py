@@ -1,11 +1,11 @@
-"""The TensorRT backend (vdeblur/runtime/backends/tensorrt.py).
+"""The TensorRT backend (vdeblur/runtime/backends/tensorrt/: plan, buffers, cuda, backend, open).
 
 Without TensorRT and a GPU: the pure pieces (state plan, fills, ping-pong schedule, CUDA-graph
-cache, checks, engine selection, the ctypes CUDA-graph wrapper on a fake driver) and the whole
-step/reset/run/close flow of TensorRTBackend on a fake CUDA + fake engine that computes a known
-recurrence in numpy, with CUDA graphs that replay the addresses they captured.
-With TensorRT and a GPU (marked tensorrt + gpu): a real engine of a tiny MTU against the
-ONNX Runtime graph of the same artifact.
+cache, checks, engine selection from the cache, the ctypes CUDA-graph wrapper on a fake driver)
+and the whole step/reset/run/close flow of TensorRTBackend on a fake CUDA + fake engine that
+computes a known recurrence in numpy, with CUDA graphs that replay the addresses they captured.
+With TensorRT and a GPU (marked tensorrt + gpu): a real engine of a tiny MTU, built by `vdeblur
+build`, against the ONNX Runtime graph of the same artifact.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import pytest
 
 from vdeblur.errors import BackendError, MissingDependencyError, ShapeError, UsageError
 from vdeblur.runtime.backends import tensorrt as trt_backend
-from vdeblur.runtime.backends._common import Interface
-from vdeblur.runtime.backends.base import Backend
+from vdeblur.runtime.backends.base import Backend, Interface
 from vdeblur.runtime.backends.tensorrt import (
     DriverGraphs,
     EngineInfo,
@@ -40,12 +39,10 @@ from vdeblur.runtime.backends.tensorrt import (
     check_io,
     check_profile,
     check_size,
-    choose_cached_engine,
     fill_pattern,
     input_shapes,
     parse_device,
     plan_states,
-    resolve_dim,
     select_engine,
 )
 
@@ -354,9 +351,10 @@ def frames(count: int, n: int = 1, h: int = 8, w: int = 12, seed: int = 0) -> li
 # --------------------------------------------------------------------------------------------
 
 
-def test_import_does_not_import_torch_tensorrt_or_pycuda() -> None:
+def test_import_does_not_import_torch_tensorrt_pycuda_or_the_build() -> None:
     code = ("import vdeblur.runtime.backends.tensorrt, sys; "
-            "bad = [m for m in ('torch', 'tensorrt', 'pycuda') if m in sys.modules]; assert not bad, bad")
+            "bad = [m for m in sys.modules if m in ('torch', 'tensorrt', 'pycuda') "
+            "or m.startswith(('vdeblur.build', 'vdeblur.export', 'vdeblur.models'))]; assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 
@@ -385,13 +383,10 @@ def test_input_shapes_cover_frame_flag_and_states() -> None:
     assert "is_flush" not in input_shapes(interface(flag=False), 1, 8, 12)
 
 
-def test_resolve_dim_errors() -> None:
-    assert resolve_dim(7, 1, 8, 8) == 7
-    assert resolve_dim("Wp/2", 1, 8, 12) == 6
-    with pytest.raises(BackendError, match=r"manifest: state dimension 'Hq' is not understood\. Expected"):
-        resolve_dim("Hq", 1, 8, 8)
-    with pytest.raises(ShapeError, match=r"state: Hp=10 is not divisible by 4\. Expected frames padded"):
-        resolve_dim("Hp/4", 1, 10, 8)
+def test_plan_states_reports_unpadded_sizes() -> None:
+    """The shape grammar is the contract's (tests/contract/test_interface.py); its errors name the state."""
+    with pytest.raises(ShapeError, match=r"state 'low': Hp=10 is not divisible by 4"):
+        plan_states(interface(), 1, 10, 8)
 
 
 @pytest.mark.parametrize(("dtype", "initial", "kind", "value"), [
@@ -595,55 +590,39 @@ def test_check_feeds() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _sidecar(**kw: Any) -> dict[str, Any]:
-    meta = {"engine": "fp32-x.plan", "precision": "fp32", "onnx": {"sha256": "b" * 64}, "tensorrt": "10.13.0",
-            "gpu": {"name": "NVIDIA H100", "compute_capability": "9.0"}, "created": "2026-01-01T00:00:00+00:00"}
+GPU = {"name": "NVIDIA H100", "compute_capability": "9.0"}
+
+
+def cache_engine(artifact: Path, name: str, created: str = "2026-01-01T00:00:00+00:00",
+                 shapes: tuple[tuple[int, int], ...] = ((8, 8), (16, 16), (64, 64)), **kw: Any) -> Path:
+    """An engine and its sidecar in the artifact's cache, as `vdeblur build --backend tensorrt` writes them."""
+    engine_dir = artifact / "engines" / "tensorrt" / "fp32"
+    engine_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"format_version": 1, "key": name, "engine": f"{name}.plan", "precision": "fp32",
+            "onnx": {"file": "model.onnx", "sha256": "b" * 64, "lowering": "trt"}, "tensorrt": "10.13.0", "gpu": GPU,
+            "shapes": dict(zip(("min", "opt", "max"), [list(s) for s in shapes], strict=True)), "created": created}
     meta.update(kw)
-    return meta
+    (engine_dir / f"{name}.plan").write_bytes(b"plan " + name.encode())
+    (engine_dir / f"{name}.json").write_text(json.dumps(meta))
+    return engine_dir / f"{name}.plan"
 
 
-def test_choose_cached_engine() -> None:
-    gpu = {"name": "NVIDIA H100", "compute_capability": "9.0"}
-    old, new = _sidecar(engine="old.plan"), _sidecar(engine="new.plan", created="2026-02-01T00:00:00+00:00")
-    others = [_sidecar(engine="fp16.plan", precision="fp16"), _sidecar(engine="o.plan", onnx={"sha256": "c" * 64}),
-              _sidecar(engine="t.plan", tensorrt="10.9.0"), _sidecar(engine="g.plan", gpu={"name": "A100"})]
-    chosen = choose_cached_engine([old, *others, new], "fp32", "b" * 64, "10.13.0", gpu)
-    assert chosen is not None and chosen["engine"] == "new.plan"
-    assert choose_cached_engine(others, "fp32", "b" * 64, "10.13.0", gpu) is None
-    # unknown TensorRT version / GPU: not filtered on them
-    assert choose_cached_engine([others[2]], "fp32", "b" * 64, None, None) is not None
-
-
-def test_select_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vdeblur.export import engines
-
+def test_select_engine_from_the_cache(tmp_path: Path) -> None:
     artifact = write_artifact(tmp_path / "artifact")
-    engine_dir = artifact / "engines" / "tensorrt"
-    engine_dir.mkdir(parents=True)
-    built = engine_dir / "fp32-built.plan"
-    built.write_bytes(b"plan")
-    (engine_dir / "fp32-built.json").write_text(json.dumps(_sidecar(engine=built.name)))
-    calls: list[tuple[Any, ...]] = []
+    old = cache_engine(artifact, "fp32-old")
+    new = cache_engine(artifact, "fp32-new", created="2026-02-01T00:00:00+00:00")
+    wide = cache_engine(artifact, "fp32-wide", created="2025-01-01T00:00:00+00:00",
+                        shapes=((8, 8), (16, 16), (128, 128)))
+    cache_engine(artifact, "fp32-other-trt", created="2027-01-01T00:00:00+00:00", tensorrt="10.14.0")
 
-    def fake_build(artifact_dir: Any, backend: str, precision: str = "fp32", shapes: Any = None) -> dict[str, Any]:
-        calls.append((Path(artifact_dir), backend, precision, shapes))
-        return {"engine": str(built), "sidecar": str(engine_dir / "fp32-built.json"), "cache_hit": False}
-
-    monkeypatch.setattr(engines, "build", fake_build)
-    gpu = {"name": "NVIDIA H100", "compute_capability": "9.0"}
-
-    # shapes given: build (or reuse the key's cache entry) through engines.build
-    choice = select_engine(artifact, "fp32", "8x8:16x16:64x64", trt_version="10.13.0", gpu=gpu)
-    assert calls == [(artifact, "tensorrt", "fp32", "8x8:16x16:64x64")]
-    assert (choice.path, choice.source, choice.meta and choice.meta["engine"]) == (built, "built", built.name)
-
-    # no shapes: the cached engine of this ONNX/TensorRT/GPU, no build
-    choice = select_engine(artifact, "fp32", None, trt_version="10.13.0", gpu=gpu)
-    assert (choice.path, choice.source) == (built, "cache") and len(calls) == 1
-
-    # no shapes and no fitting cache entry (another TensorRT): build with the default profile
-    choice = select_engine(artifact, "fp32", None, trt_version="10.14.0", gpu=gpu)
-    assert calls[-1] == (artifact, "tensorrt", "fp32", None) and choice.source == "built"
+    # no shapes: the newest engine of this ONNX, TensorRT and GPU
+    choice = select_engine(artifact, "fp32", trt_version="10.13.0", gpu=GPU)
+    assert (choice.path, choice.source) == (new, "cache") and choice.meta and choice.meta["key"] == "fp32-new"
+    # shapes: the engine built for exactly that profile (sizes padded to the manifest's multiple, 4)
+    assert select_engine(artifact, "fp32", "8x8:16x16:128x128", trt_version="10.13.0", gpu=GPU).path == wide
+    assert select_engine(artifact, "fp32", "5x7:13x16:61x64", trt_version="10.13.0", gpu=GPU).path == new
+    assert old != new
+    assert select_engine(artifact, "fp32", ((8, 8), (16, 16), (128, 128)), trt_version="10.13.0", gpu=GPU).path == wide
 
     # an explicit engine file is used as is
     given = tmp_path / "my.plan"
@@ -652,9 +631,24 @@ def test_select_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UsageError, match=r"nope\.plan: no such engine file\. Expected a serialized TensorRT engine"):
         select_engine(artifact, engine=tmp_path / "nope.plan")
 
-    monkeypatch.setattr(engines, "build", lambda *a, **k: {"engine": None})
-    with pytest.raises(BackendError, match="the TensorRT build returned no engine file"):
-        select_engine(artifact, "fp32", "8x8")
+
+def test_select_engine_never_builds(tmp_path: Path) -> None:
+    """Without a fitting engine in the cache: a BackendError naming the `vdeblur build` command."""
+    artifact = write_artifact(tmp_path / "artifact")
+    with pytest.raises(BackendError, match=r"artifact: has no TensorRT engine of its fp32 graph built by "
+                                           r"TensorRT 10\.13\.0 for NVIDIA H100 \(sm 9\.0\)\. The runtime does not "
+                                           r"build engines: build one on this machine with `vdeblur build "
+                                           r".*artifact --backend tensorrt --precision fp32`"):
+        select_engine(artifact, "fp32", trt_version="10.13.0", gpu=GPU)
+    cache_engine(artifact, "fp32-a")
+    with pytest.raises(BackendError, match=r"with the profile 8x8:16x16:32x32 \(it has 1 other: fp32 8x8:16x16:64x64, "
+                                           r"TensorRT 10\.13\.0, NVIDIA H100 \(sm 9\.0\)\)\. .*`vdeblur build .* "
+                                           r"--precision fp32 --shapes 8x8:16x16:32x32`"):
+        select_engine(artifact, "fp32", "8x8:16x16:32x32", trt_version="10.13.0", gpu=GPU)
+    with pytest.raises(BackendError, match=r"built by TensorRT 10\.14\.0 .* \(it has 1 other"):
+        select_engine(artifact, "fp32", trt_version="10.14.0", gpu=GPU)
+    assert sorted(p.name for p in (artifact / "engines").rglob("*")) == ["fp32", "fp32-a.json", "fp32-a.plan",
+                                                                          "tensorrt"]  # nothing was built
 
 
 # --------------------------------------------------------------------------------------------
@@ -719,6 +713,53 @@ def test_open_wires_engine_cuda_and_backend(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(BackendError, match=r"toy\.plan: TensorRT cannot deserialize this engine .* rebuild it"):
         trt_backend.open(artifact, engine=plan, register_plugins=False)
     assert cuda.closed
+
+
+def _fake_gpu_machine(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeCuda, FakeTrt]:
+    """TensorRT 10.13.0 and one GPU (GPU), both fakes, behind open()."""
+    iface = interface()
+    cuda = FakeCuda()
+    cuda.graph_error = None  # type: ignore[attr-defined]
+    cuda.gpu = lambda: dict(GPU)  # type: ignore[attr-defined]
+    fake_trt = FakeTrt(FakeEngine(cuda, iface, toy_info(iface)))
+    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(trt_backend, "PyCudaApi", lambda index, graphs=True: cuda)
+    return cuda, fake_trt
+
+
+def test_open_without_an_engine_names_vdeblur_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime never builds: no engine in the cache is an error that says how to build one."""
+    artifact = write_artifact(tmp_path / "artifact")
+    cuda, fake_trt = _fake_gpu_machine(monkeypatch)
+    with pytest.raises(BackendError, match=r"artifact: has no TensorRT engine of its fp32 graph built by TensorRT "
+                                           r"10\.13\.0 for NVIDIA H100 .*`vdeblur build .*artifact --backend tensorrt "
+                                           r"--precision fp32`"):
+        trt_backend.open(artifact, register_plugins=False)
+    assert cuda.closed and fake_trt.deserialized == [] and not (artifact / "engines").exists()
+    # the same through open_backend and Stream, with a profile asked for
+    from vdeblur.runtime.backends import open_backend
+    from vdeblur.runtime.stream import Stream
+
+    with pytest.raises(BackendError, match=r"--precision fp32 --shapes 8x8:16x16:64x64`"):
+        open_backend(artifact, "tensorrt", shapes="8x8:16x16:64x64", register_plugins=False)
+    with pytest.raises(BackendError, match=r"`vdeblur build "):
+        Stream(artifact, backend="tensorrt", register_plugins=False)
+    assert not (artifact / "engines").exists()
+
+
+def test_open_uses_the_cached_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    artifact = write_artifact(tmp_path / "artifact")
+    cache_engine(artifact, "fp32-old")
+    newest = cache_engine(artifact, "fp32-new", created="2026-03-01T00:00:00+00:00")
+    cuda, fake_trt = _fake_gpu_machine(monkeypatch)
+    with trt_backend.open(artifact, register_plugins=False) as backend:
+        assert fake_trt.deserialized == [b"plan fp32-new"] and backend.engine_path == newest
+        graph = backend.describe()
+        assert graph["file"] == "engines/tensorrt/fp32/fp32-new.plan" and graph["built"] is True
+        assert graph["device"] == "cuda:0" and "profile 8x8:16x16:64x64" in graph["notes"]
+        xs = frames(3)
+        np.testing.assert_allclose(backend.step(xs[0]), toy_reference(xs[:1], [False], True)[0], rtol=1e-6)
+    assert cuda.closed and backend.closed
 
 
 # --------------------------------------------------------------------------------------------
@@ -1006,13 +1047,18 @@ def gpu_tensorrt() -> None:
         pytest.skip("no NVIDIA GPU visible (the CUDA driver reports none)")
 
 
+PROFILE = "32x48:40x56:48x64"
+
+
 @pytest.fixture(scope="module")
 def trt_artifact(gpu_tensorrt: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vdeblur.build import build
     from vdeblur.export.artifact import export_artifact
 
     out = tmp_path_factory.mktemp("tensorrt") / "mtu"
     export_artifact("mtu2", out, overrides={"ch": 6, "rb_num": 1, "max_displacement": 3}, plugins="trt",
                     height=40, width=56, frames=3)
+    build(out, "tensorrt", shapes=PROFILE)  # the runtime finds engines in the cache, never builds them
     return out
 
 
@@ -1032,7 +1078,7 @@ def _backend_stream(backend: TensorRTBackend, clip: np.ndarray, spec: Any) -> np
 @pytest.mark.gpu
 @pytest.mark.parametrize("cuda_graphs", [True, False])
 def test_engine_matches_onnxruntime(trt_artifact: Path, cuda_graphs: bool) -> None:
-    from vdeblur.export import manifest as manifest_mod
+    from vdeblur.contract import manifest as manifest_mod
     from vdeblur.export.onnx import ort_session, stream_onnx, validation_clip
     from vdeblur.export.stepgraph import StepSpec
     from vdeblur.metrics import psnr
@@ -1040,7 +1086,7 @@ def test_engine_matches_onnxruntime(trt_artifact: Path, cuda_graphs: bool) -> No
     man = manifest_mod.read(trt_artifact)
     spec = StepSpec.from_dict(man.interface)
     session = ort_session(trt_artifact / man.graph("fp32", "portable").file)
-    with trt_backend.open(trt_artifact, shapes="32x48:40x56:48x64", cuda_graphs=cuda_graphs) as backend:
+    with trt_backend.open(trt_artifact, shapes=PROFILE, cuda_graphs=cuda_graphs) as backend:
         for size in ((40, 56), (48, 64), (40, 56)):  # a new size re-allocates and re-captures
             clip = validation_clip(6, *size).numpy()
             want = stream_onnx(session, spec, clip)
@@ -1063,7 +1109,7 @@ def test_graphs_equal_plain_launches_and_stream(trt_artifact: Path) -> None:
     clip = validation_clip(8, 40, 56).numpy()[0]  # (T, 3, H, W)
     outs = {}
     for graphs in (True, False):
-        with trt_backend.open(trt_artifact, shapes="32x48:40x56:48x64", cuda_graphs=graphs) as backend:
+        with trt_backend.open(trt_artifact, shapes=PROFILE, cuda_graphs=graphs) as backend:
             backend.reset(1, 40, 56)
             outs[graphs] = np.stack([backend.step(f[None]) for f in clip])
             feeds = {p.input_name: p.initial_array() for p in plan_states(backend.interface, 1, 40, 56)}
@@ -1077,7 +1123,7 @@ def test_graphs_equal_plain_launches_and_stream(trt_artifact: Path) -> None:
     frames_hwc = clip[:, :, :38, :54].transpose(0, 2, 3, 1)
     results = {}
     for name in ("tensorrt", "onnxruntime"):
-        options = {"shapes": "32x48:40x56:48x64"} if name == "tensorrt" else {}
+        options = {"shapes": PROFILE} if name == "tensorrt" else {}
         with Stream(trt_artifact, backend=name, **options) as s:
             results[name] = [o for f in frames_hwc for _, o in s.push(f)] + [o for _, o in s.flush()]
     assert len(results["tensorrt"]) == len(results["onnxruntime"]) == len(frames_hwc)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vdeblur.data.texture import moving_texture
 from vdeblur.errors import UsageError
 from vdeblur.metrics import psnr
 from vdeblur.runtime.run import compare_backends, run_video
 from vdeblur.runtime.stream import Stream
-from vdeblur.runtime.synthetic import moving_texture
 from vdeblur.runtime.video import FrameSink, MediaError, encode_png, iter_frames, probe_fps
 
 

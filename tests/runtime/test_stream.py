@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from vdeblur.contract.manifest import read
+from vdeblur.data.texture import moving_texture
 from vdeblur.errors import ShapeError
-from vdeblur.export.manifest import read
 from vdeblur.metrics import psnr
 from vdeblur.models import create, run_clip
 from vdeblur.runtime.stream import Stream
-from vdeblur.runtime.synthetic import moving_texture
 
 
 def reference(artifact: Path, frames_hwc: np.ndarray) -> np.ndarray:

@@ -11,6 +11,9 @@ to 7 bits ([-64, 63], ONNX Runtime's ``reduce_range``) keep every pair within ra
 (``255 * 64 * 2 = 32640``). VNNI (``vpdpbusd``, AVX-512 VNNI or AVX-VNNI) accumulates in int32 and
 ARM64's dot-product kernels do not saturate, so full-range weights are right there.
 
+The NVIDIA GPUs, for build plans, engine cache keys and runtimes: :func:`nvidia_gpus` (names and
+compute capabilities from the CUDA driver library, through ctypes) and :func:`nvidia_device_present`.
+
 Pure Python; reads /proc/cpuinfo on Linux. ``VDEBLUR_CPU_FLAGS`` (comma list) overrides the flags
 read, for tests that exercise the non-VNNI path on any machine.
 """
@@ -124,3 +127,84 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except (OSError, AttributeError):
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# NVIDIA GPUs: the one "is there a GPU, which one" probe (build plans, cache keys, runtimes)
+# --------------------------------------------------------------------------------------------
+
+CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
+CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+
+
+def nvidia_device_present() -> bool:
+    """A cheap look without loading any driver: an NVIDIA device node (``/dev/nvidia0``..., or
+    ``/dev/dxg`` under WSL) while ``CUDA_VISIBLE_DEVICES`` does not hide every device."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/dxg").exists()
+
+
+def load_libcuda() -> Any:
+    """The CUDA driver library through ctypes; OSError naming what was tried when it is absent."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
+    found = ctypes.util.find_library("cuda")
+    if found:
+        names.append(found)
+    errors = []
+    for name in names:
+        try:
+            return ctypes.CDLL(name)
+        except OSError as e:
+            errors.append(str(e))
+    raise OSError("; ".join(errors) or "not found")
+
+
+def nvidia_gpus(lib: Any = None) -> tuple[list[dict[str, str]], str]:
+    """([{"name", "compute_capability": "9.0"}, ...] of the CUDA devices this process sees, in the
+    driver's order (after ``CUDA_VISIBLE_DEVICES``); why the list is empty, else "").
+
+    Asks the CUDA driver library directly (``cuInit``, no context is created), so it needs neither
+    torch nor pycuda; ``lib`` stands for libcuda in tests. The dicts are what engine cache keys and
+    sidecars record."""
+    import ctypes
+
+    if lib is None:
+        try:
+            lib = load_libcuda()
+        except OSError as e:
+            return [], f"the CUDA driver library cannot be loaded ({e})"
+
+    def failed(status: int) -> str:
+        name = ctypes.c_char_p()
+        if lib.cuGetErrorName(int(status), ctypes.byref(name)) == 0 and name.value:
+            return str(name.value.decode(errors="replace"))
+        return f"CUresult {status}"
+
+    status = lib.cuInit(0)
+    if status != 0:
+        return [], f"the CUDA driver does not initialise ({failed(status)})"
+    count = ctypes.c_int(0)
+    status = lib.cuDeviceGetCount(ctypes.byref(count))
+    if status != 0:
+        return [], f"the CUDA driver cannot count devices ({failed(status)})"
+    gpus = []
+    for ordinal in range(count.value):
+        dev, major, minor = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
+        name = ctypes.create_string_buffer(256)
+        status = lib.cuDeviceGet(ctypes.byref(dev), ordinal)
+        if status == 0:
+            status = lib.cuDeviceGetName(name, ctypes.c_int(len(name)), dev)
+        if status == 0:
+            status = lib.cuDeviceGetAttribute(ctypes.byref(major), CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev)
+        if status == 0:
+            status = lib.cuDeviceGetAttribute(ctypes.byref(minor), CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev)
+        if status != 0:
+            return [], f"the CUDA driver cannot describe device {ordinal} ({failed(status)})"
+        gpus.append({"name": name.value.decode(errors="replace"), "compute_capability": f"{major.value}.{minor.value}"})
+    return gpus, "" if gpus else "the CUDA driver reports no device"

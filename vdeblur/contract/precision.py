@@ -15,9 +15,11 @@ int8 variants reach 55-58 dB against fp32 and optimised int8 engines 67-72 dB ag
 graph; ONNX Runtime's U8S8 kernels on an x86 CPU without VNNI, fed full-range weights, fall to
 33.6 dB (see :mod:`vdeblur.contract.device`). fp32 engines match their graph to > 140 dB.
 
-Also here: :func:`int8_weight_range`, which tells whether an int8 graph's weights are within the
-7-bit range that every CPU computes right, and :func:`int8_settings`, how such a graph must run on
-this CPU (the build and the runtime ask it). Torch-free; onnx is imported only when needed.
+Also here: the lowering names and the plugin domain/version (:data:`LOWERINGS`,
+:data:`PLUGIN_DOMAIN`, :data:`PLUGIN_VERSION`); :func:`int8_weight_range`, which tells whether an
+int8 graph's weights are within the 7-bit range that every CPU computes right, and
+:func:`int8_settings`, how such a graph must run on this CPU (the build and the runtime ask it).
+Torch-free; onnx is imported only when needed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from pathlib import Path
 from typing import Any
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
+# ONNX lowerings of the custom ops: "portable" (standard ONNX ops only) and "trt" (one custom node
+# per op in PLUGIN_DOMAIN, which is also the TensorRT plugin namespace; PLUGIN_VERSION likewise).
+LOWERINGS = ("portable", "trt")
+PLUGIN_DOMAIN = "vdeblur"
+PLUGIN_VERSION = "1"
 HALF_LEVEL = 0.5 / 255.0
 # Largest |int8 weight| that x86 CPUs without VNNI multiply without saturating (7-bit range).
 SAFE_INT8_WEIGHT = 64

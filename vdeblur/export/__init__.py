@@ -1,1 +1,1 @@
-"""Checkpoint -> artifact: step/clip graphs with explicit state, ONNX, precision, engines."""
+"""Checkpoint -> artifact: step graphs with explicit state, ONNX export and validation, precision variants."""

@@ -18,7 +18,6 @@ refused, or replaced as a whole with ``overwrite=True``).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -26,8 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from vdeblur.contract.files import publish_dir, sha256_file, write_json
+from vdeblur.contract.manifest import GraphEntry, Manifest
+from vdeblur.contract.precision import PRECISIONS
 from vdeblur.errors import ExportError, UsageError
-from vdeblur.export.manifest import PRECISIONS, GraphEntry, Manifest, sha256_file
 
 Progress = Callable[[str, float], None]
 
@@ -77,19 +80,6 @@ def _staging_dir(out: Path, overwrite: bool) -> Path:
         raise UsageError(f"{out}: cannot be written ({e.strerror or e}). Expected a writable --out location.") from e
 
 
-def _publish(staging: Path, out: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp creates 0700; the artifact gets the usual permissions
-    backup = None
-    if out.exists():
-        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, backup)
-    os.replace(staging, out)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
-
-
 def export_artifact(
     model: str,
     out: str | Path,
@@ -100,7 +90,7 @@ def export_artifact(
     height: int = 128,
     width: int = 128,
     precisions: list[str] | None = None,
-    calibration: str | Path | None = None,
+    calibration: np.ndarray | None = None,
     frames: int = 6,
     min_psnr_db: float = DEFAULT_MIN_PSNR_DB,
     overwrite: bool = False,
@@ -109,8 +99,11 @@ def export_artifact(
 ) -> dict[str, Any]:
     """Export ``model`` (preset or family) to an artifact directory ``out``; returns the report.
 
-    height, width: the frame size of validation (and calibration); the graph itself accepts any
-    size (dynamic H and W, padded to the model's multiple by the runtime).
+    height, width: the frame size of validation; the graph itself accepts any size (dynamic H and W,
+    padded to the model's multiple by the runtime).
+    calibration: frames (T, 3, H, W) float32 in [0, 1] for int8/fp8 (at most 16 are used); the
+    applications read them from a video or an image folder with
+    :func:`vdeblur.runtime.video.load_calibration`.
     int8_weights: "reduced" (7-bit weights: right on every CPU, the default) or "full" (8-bit: for
     VNNI x86 and ARM64 CPUs), see vdeblur.export.precision.
 
@@ -136,8 +129,8 @@ def export_artifact(
         raise UsageError("export: int8/fp8 need calibration frames. Pass --calibration VIDEO_OR_FOLDER.")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise UsageError(f"{checkpoint}: no such checkpoint file. Expected a .pth/.pt/.safetensors file.")
-    if calibration is not None and len(wanted) > 1:
-        _check_calibration_source(Path(calibration))  # before minutes of export, not after
+    if calibration is not None:
+        calibration = _check_calibration_frames(calibration)
 
     import torch
 
@@ -198,11 +191,7 @@ def export_artifact(
                 f"run_clip, below the {min_psnr_db:.1f} dB required. Nothing was written."
             )
 
-        calib = None
-        if len(wanted) > 1 and calibration is not None:
-            from vdeblur.runtime.video import load_frames
-
-            calib = load_frames(calibration, max_frames=16, height=height, width=width)
+        calib = calibration[:16] if calibration is not None and len(wanted) > 1 else None
         for i, precision in enumerate(wanted[1:]):
             step_progress(f"{precision} variant", 0.6 + 0.35 * i / max(1, len(wanted) - 1))
             graphs += _precision_variants(staging, graphs, precision, spec, calib, clip, reference, validation,
@@ -226,10 +215,8 @@ def export_artifact(
             "skipped": validation.get("skipped", []),
             "seconds": round(time.perf_counter() - started, 2),
         }
-        import json
-
-        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        _publish(staging, out)
+        write_json(staging / "report.json", report)
+        publish_dir(staging, out)
         step_progress("done", 1.0)
         return report
     except BaseException:
@@ -237,17 +224,15 @@ def export_artifact(
         raise
 
 
-def _check_calibration_source(path: Path) -> None:
-    from vdeblur.runtime.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files
-
-    if not path.exists():
-        raise UsageError(f"{path}: does not exist. Expected --calibration to name a video file or a folder of images.")
-    if path.is_dir() and not image_files(path):
-        raise UsageError(f"{path}: holds no images ({', '.join(IMAGE_SUFFIXES)}). Expected --calibration to name a "
-                         "video file or a folder of images.")
-    if path.is_file() and path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise UsageError(f"{path}: is not a video ({', '.join(VIDEO_SUFFIXES)}). Expected --calibration to name a "
-                         "video file or a folder of images.")
+def _check_calibration_frames(frames: Any) -> np.ndarray:
+    """Calibration frames as float32 (T, 3, H, W) in [0, 1], or a UsageError saying what is wrong."""
+    arr = np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[1] != 3 or arr.shape[0] < 1 or min(arr.shape[2:]) < 2:
+        raise UsageError(f"export: calibration frames have shape {arr.shape}. Expected (T, 3, H, W) RGB, T >= 1.")
+    if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise UsageError("export: calibration frames must be finite floats in [0, 1]. Read them with "
+                         "vdeblur.runtime.video.load_calibration.")
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def _opset(path: Path) -> int:

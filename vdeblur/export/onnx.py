@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import torch
 
+from vdeblur.contract.driver import drive, session_stepper
 from vdeblur.errors import ExportError
 from vdeblur.export.stepgraph import StepSpec, dynamic_shapes, example_inputs
 from vdeblur.metrics import compare
@@ -109,54 +110,19 @@ def ort_session(path: str | Path, threads: int | None = None, config: dict[str, 
 
 
 def stream_onnx(session: Any, spec: StepSpec, frames: np.ndarray) -> np.ndarray:
-    """Run frames (N, T, 3, H, W) float32 in [0, 1] through a step graph on ONNX Runtime.
-
-    Pads to ``spec.pad_multiple`` (``spec.pad_mode``) and crops back; states start at their initial
-    values and are fed back; the last frame is repeated for ``spec.flush.steps`` flush steps (flag 1
-    when the graph has a flush flag); the first ``spec.lookahead`` outputs are dropped.
-    Returns (N, T, 3, H, W) float32.
-    """
-    n, t_len, _, h, w = frames.shape
-    x = _pad(frames.astype(np.float32, copy=False), spec)
-    hp, wp = x.shape[-2:]
-    states = [np.full(s.resolve(n, hp, wp), s.initial, dtype=np.dtype(s.dtype)) for s in spec.states]
-    state_in = [s.input_name for s in spec.states]
-    outputs = []
-    for t in range(t_len + spec.flush.steps):
-        feeds: dict[str, np.ndarray] = {spec.frame_input: np.ascontiguousarray(x[:, min(t, t_len - 1)])}
-        if spec.flush.flag_input:
-            feeds[spec.flush.flag_input] = np.full((n,), int(t >= t_len), dtype=np.int32)
-        feeds.update(zip(state_in, states, strict=True))
-        out, *states = session.run(spec.output_names, feeds)
-        if t >= spec.lookahead:
-            outputs.append(out)
-    return np.stack(outputs, axis=1)[..., :h, :w]
-
-
-def _pad(frames: np.ndarray, spec: StepSpec) -> np.ndarray:
-    h, w = frames.shape[-2:]
-    hp, wp = spec.padded(h, w)
-    if (hp, wp) == (h, w):
-        return frames
-    mode = {"replicate": "edge", "reflect": "reflect", "zeros": "constant"}[spec.pad_mode]
-    pad = [(0, 0)] * (frames.ndim - 2) + [(0, hp - h), (0, wp - w)]
-    return np.pad(frames, pad, mode=mode)
+    """Run frames (N, T, 3, H, W) float32 in [0, 1] through a step graph on ONNX Runtime, with the
+    one driver (:func:`vdeblur.contract.driver.drive`: padding, initial states, flush, state
+    feedback). Returns (N, T, 3, H, W) float32."""
+    return drive(session_stepper(session, spec), spec, np.asarray(frames, dtype=np.float32))
 
 
 def validation_clip(frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     """A deterministic synthetic clip (1, T, 3, H, W) in [0, 1]: textured content under a smooth
-    camera motion, so motion search and recurrent state are exercised."""
-    g = torch.Generator().manual_seed(seed)
-    big_h, big_w = height + 8 * frames + 16, width + 8 * frames + 16
-    base = torch.rand(1, 3, big_h // 4 + 1, big_w // 4 + 1, generator=g)
-    base = torch.nn.functional.interpolate(base, size=(big_h, big_w), mode="bicubic", align_corners=False)
-    detail = torch.rand(1, 3, big_h, big_w, generator=g) * 0.15
-    canvas = (base + detail).clamp(0, 1)
-    clip = []
-    for t in range(frames):
-        y, x = 8 + round(3 * t + 2 * np.sin(t)), 8 + round(5 * t)
-        clip.append(canvas[:, :, y : y + height, x : x + width])
-    return torch.stack(clip, dim=1)
+    camera motion (:func:`vdeblur.data.texture.moving_texture`), so motion search and recurrent
+    state are exercised."""
+    from vdeblur.data.texture import moving_texture
+
+    return torch.from_numpy(moving_texture(frames, height, width, seed=seed))[None]
 
 
 def validate(

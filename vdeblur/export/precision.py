@@ -62,7 +62,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from vdeblur.contract.precision import PRECISIONS, int8_weight_range
+from vdeblur.contract.device import nvidia_device_present
+from vdeblur.contract.precision import PLUGIN_DOMAIN, PRECISIONS, int8_weight_range
 from vdeblur.errors import ExportError, UsageError, missing_dependency
 from vdeblur.export.stepgraph import StepSpec
 
@@ -83,7 +84,6 @@ _SELECT_OPS = frozenset({"ArgMax", "ArgMin", "TopK"})
 _WARP_OPS = frozenset({"GridSample"})
 # Plugin nodes of the trt lowering (vdeblur/plugins): motion search (cone of every input) and warps
 # (cone of the flow, input 1).
-_PLUGIN_DOMAIN = "vdeblur"
 _PLUGIN_SEARCH = frozenset({"Correlation", "CorrelationArgmax"})
 _PLUGIN_WARP = frozenset({"FlowWarp"})
 _REDUCTIONS = frozenset({
@@ -248,9 +248,9 @@ def sensitive_nodes(model: onnx.ModelProto) -> list[str]:
     for n in nodes:
         if n.op_type in _SELECT_OPS:  # 1. motion search
             keep |= backward_cone(n.input[:1])
-        elif n.op_type in _PLUGIN_SEARCH and n.domain == _PLUGIN_DOMAIN:
+        elif n.op_type in _PLUGIN_SEARCH and n.domain == PLUGIN_DOMAIN:
             keep |= backward_cone(n.input)
-        elif (n.op_type in _WARP_OPS or (n.op_type in _PLUGIN_WARP and n.domain == _PLUGIN_DOMAIN)) \
+        elif (n.op_type in _WARP_OPS or (n.op_type in _PLUGIN_WARP and n.domain == PLUGIN_DOMAIN)) \
                 and len(n.input) > 1:  # 2. flow arithmetic
             keep |= backward_cone(n.input[1:2])
 
@@ -476,23 +476,13 @@ def _ort_cpu_check(path: Path) -> tuple[bool, str]:
 
 def calibration_feeds(session: Any, spec: StepSpec, frames: np.ndarray) -> list[dict[str, np.ndarray]]:
     """Every step's input dict when ``frames`` (T, 3, H, W) or (N, T, 3, H, W) stream through
-    ``session`` (the fp32 graph), as :func:`vdeblur.export.onnx.stream_onnx` runs them: padded to
-    ``spec.pad_multiple``, states fed back, flush steps included. Returns T + flush.steps dicts."""
-    from vdeblur.export.onnx import _pad
+    ``session`` (the fp32 graph) with the one driver (:func:`vdeblur.contract.driver.drive`): padded
+    to ``spec.pad_multiple``, states fed back, flush steps included. Returns T + flush.steps dicts."""
+    from vdeblur.contract.driver import drive, session_stepper
 
     x = frames[None] if frames.ndim == 4 else frames
-    x = _pad(np.asarray(x, dtype=np.float32), spec)
-    n, t_len, _, hp, wp = x.shape
-    states = [np.full(s.resolve(n, hp, wp), s.initial, dtype=np.dtype(s.dtype)) for s in spec.states]
-    state_in = [s.input_name for s in spec.states]
-    feeds_all = []
-    for t in range(t_len + spec.flush.steps):
-        feeds: dict[str, np.ndarray] = {spec.frame_input: np.ascontiguousarray(x[:, min(t, t_len - 1)])}
-        if spec.flush.flag_input:
-            feeds[spec.flush.flag_input] = np.full((n,), int(t >= t_len), dtype=np.int32)
-        feeds.update(zip(state_in, states, strict=True))
-        feeds_all.append({k: np.array(v, copy=True) for k, v in feeds.items()})
-        _, *states = session.run(spec.output_names, feeds)
+    feeds_all: list[dict[str, np.ndarray]] = []
+    drive(session_stepper(session, spec, record=feeds_all.append), spec, np.asarray(x, dtype=np.float32))
     return feeds_all
 
 
@@ -668,19 +658,10 @@ def _modelopt_eps() -> list[str]:
     try:
         import onnxruntime as ort
 
-        has_cuda = "CUDAExecutionProvider" in ort.get_available_providers() and visible and _has_gpu()
+        has_cuda = "CUDAExecutionProvider" in ort.get_available_providers() and visible and nvidia_device_present()
     except ImportError:
         has_cuda = False
     return ["cuda:0", "cpu"] if has_cuda else ["cpu"]
-
-
-def _has_gpu() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
 
 
 def _quantize_modelopt(

@@ -143,7 +143,7 @@ class VideoModel(nn.Module):
         raise NotImplementedError
 
     def make_step(self) -> tuple[nn.Module, Any]:
-        """The step module and its :class:`vdeblur.export.stepgraph.StepSpec` (step models only)."""
+        """The step module and its :class:`vdeblur.contract.interface.StepSpec` (step models only)."""
         raise NotImplementedError(f"{self.family}: not a step model")
 
     def checkpoint_drop(self) -> dict[str, str]:

@@ -28,7 +28,7 @@ from torch import nn
 
 from vdeblur.errors import CheckpointError, ShapeError, UsageError
 from vdeblur.models.blocks import ResidualDenseBlock, VideoModel, activation, check_frames, conv
-from vdeblur.models.registry import register_family
+from vdeblur.models.registry import Preset, register_family
 
 # --------------------------------------------------------------------------------------------
 # Blocks: the MMP-Net prior (UNet)
@@ -343,7 +343,7 @@ class MMPRNN(VideoModel):
         return self(frames)
 
     def make_step(self) -> tuple[nn.Module, Any]:
-        from vdeblur.export.stepgraph import FlushSpec, StateSpec, StepSpec
+        from vdeblur.contract.interface import FlushSpec, StateSpec, StepSpec
 
         c, hist, lookahead = self.n_features, self.past_frames + self.future_frames, self.lookahead
         states = [
@@ -459,4 +459,20 @@ def build(**config: Any) -> MMPRNN:
     return MMPRNN(**{**DEFAULTS, **config}).eval()
 
 
-register_family("mmprnn", build, "step", DEFAULTS)
+# --------------------------------------------------------------------------------------------
+# Presets (the released configurations)
+# --------------------------------------------------------------------------------------------
+
+
+def _mmprnn(a: int, b: int, c: int) -> dict[str, Any]:
+    return {"n_features": c, "n_blocks_a": a, "n_blocks_b": b, "future_frames": 2, "past_frames": 2,
+            "activation": "gelu", "do_skip": True}
+
+
+PRESETS = [
+    Preset("mmprnn_a3b4c16", "mmprnn", _mmprnn(3, 4, 16), "MMP-RNN A3B4C16, 1.97 M params (ECCV 2022)"),
+    Preset("mmprnn_a7b8c16", "mmprnn", _mmprnn(7, 8, 16), "MMP-RNN A7B8C16, 3.05 M params"),
+    Preset("mmprnn_a9b10c18", "mmprnn", _mmprnn(9, 10, 18), "MMP-RNN A9B10C18, 4.05 M params"),
+]
+
+register_family("mmprnn", build, "step", DEFAULTS, PRESETS)

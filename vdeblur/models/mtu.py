@@ -27,7 +27,7 @@ from torch import nn
 
 from vdeblur.errors import ShapeError, UsageError
 from vdeblur.models.blocks import VideoModel
-from vdeblur.models.registry import register_family
+from vdeblur.models.registry import Preset, register_family
 from vdeblur.plugins import correlation_argmax, flow_warp
 
 # --------------------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ class MTU(VideoModel):
         return dict(CHECKPOINT_DROP)
 
     def make_step(self) -> tuple[nn.Module, Any]:
-        from vdeblur.export.stepgraph import FlushSpec, StateSpec, StepSpec
+        from vdeblur.contract.interface import FlushSpec, StateSpec, StepSpec
 
         hist = self.window - 1
         states = [
@@ -298,4 +298,21 @@ def build(**config: Any) -> MTU:
     return MTU(**{**DEFAULTS, **config}).eval()
 
 
-register_family("mtu", build, "step", DEFAULTS)
+# --------------------------------------------------------------------------------------------
+# Presets (the released configurations)
+# --------------------------------------------------------------------------------------------
+
+
+def _mtu(hg: int, rb: int, ch: int, skip: list[int]) -> dict[str, Any]:
+    return {"hg_num": hg, "rb_num": rb, "ch": ch, "max_displacement": 10, "skip_corr_index": skip}
+
+
+PRESETS = [
+    Preset("mtu1", "mtu", _mtu(1, 8, 26, []), "MTU, 1 stack, 0.54 M params (PG 2022)"),
+    Preset("mtu2", "mtu", _mtu(2, 8, 26, [1]), "MTU, 2 stacks, 1.04 M params: the 30 fps model"),
+    Preset("mtu4", "mtu", _mtu(4, 8, 26, [1, 2, 3]), "MTU, 4 stacks, 2.04 M params"),
+    Preset("mtu10", "mtu", _mtu(10, 8, 26, list(range(1, 10))), "MTU, 10 stacks, 5.03 M params"),
+    Preset("mtu10_L", "mtu", _mtu(10, 6, 48, list(range(1, 10))), "MTU, 10 wide stacks, 13.80 M params"),
+]
+
+register_family("mtu", build, "step", DEFAULTS, PRESETS)

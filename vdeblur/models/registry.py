@@ -1,17 +1,22 @@
-"""Model registry: presets (released configurations) and families (constructors).
+"""The model registry: generic; it knows no family by name.
 
-A *preset* names a released configuration (``mtu2``, ``mmprnn_a7b8c16``...); a *family* names an
-architecture whose configuration is given as keyword arguments named like the official
-constructors. Family modules register their builder with :func:`register_family`.
+A *family* module (``vdeblur/models/<family>.py``) defines the architecture, its defaults and its
+*presets* (released configurations such as ``mtu2``) and calls :func:`register_family` at import.
+The registry discovers family modules by importing the modules of this package, so a new family
+is one new file. Only families that exist are listed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from vdeblur.errors import UsageError
+
+_NOT_FAMILIES = {"registry", "blocks", "checkpoints"}
 
 
 @dataclass(frozen=True)
@@ -24,94 +29,93 @@ class Preset:
     summary: str = ""
 
 
-def _mtu(hg: int, rb: int, ch: int, skip: list[int]) -> dict[str, Any]:
-    return {"hg_num": hg, "rb_num": rb, "ch": ch, "max_displacement": 10, "skip_corr_index": skip}
-
-
-def _mmprnn(a: int, b: int, c: int) -> dict[str, Any]:
-    return {
-        "n_features": c,
-        "n_blocks_a": a,
-        "n_blocks_b": b,
-        "future_frames": 2,
-        "past_frames": 2,
-        "activation": "gelu",
-        "do_skip": True,
-    }
-
-
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in [
-        Preset("mtu1", "mtu", _mtu(1, 8, 26, []), "MTU, 1 stack, 0.54 M params (PG 2022)"),
-        Preset("mtu2", "mtu", _mtu(2, 8, 26, [1]), "MTU, 2 stacks, 1.04 M params: the 30 fps model"),
-        Preset("mtu4", "mtu", _mtu(4, 8, 26, [1, 2, 3]), "MTU, 4 stacks, 2.04 M params"),
-        Preset("mtu10", "mtu", _mtu(10, 8, 26, list(range(1, 10))), "MTU, 10 stacks, 5.03 M params"),
-        Preset("mtu10_L", "mtu", _mtu(10, 6, 48, list(range(1, 10))), "MTU, 10 wide stacks, 13.80 M params"),
-        Preset("mmprnn_a3b4c16", "mmprnn", _mmprnn(3, 4, 16), "MMP-RNN A3B4C16, 1.97 M params (ECCV 2022)"),
-        Preset("mmprnn_a7b8c16", "mmprnn", _mmprnn(7, 8, 16), "MMP-RNN A7B8C16, 3.05 M params"),
-        Preset("mmprnn_a9b10c18", "mmprnn", _mmprnn(9, 10, 18), "MMP-RNN A9B10C18, 4.05 M params"),
-        Preset("dstnet", "dstnet", {"num_feat": 64, "num_block": 15}, "DSTNet, 7.45 M params (CVPR 2023)"),
-        Preset("dstnet_L", "dstnet_L", {"num_feat": 96, "num_block": 30}, "DSTNet-L, 38.09 M params"),
-    ]
-}
-
-FAMILY_NAMES = ("mtu", "mmprnn", "dstnet", "dstnet_L", "ahfnet", "arvo")
-
-
 @dataclass
-class _Family:
+class Family:
+    name: str
     builder: Callable[..., Any]
     kind: str  # "step" or "clip"
     defaults: dict[str, Any] = field(default_factory=dict)
+    presets: list[Preset] = field(default_factory=list)
 
 
-_FAMILIES: dict[str, _Family] = {}
+_FAMILIES: dict[str, Family] = {}
+_PRESETS: dict[str, Preset] = {}
+_loaded = False
 
 
-def register_family(
-    name: str, builder: Callable[..., Any], kind: str, defaults: dict[str, Any] | None = None
-) -> None:
-    """Register the constructor of a family (called by the family's module at import)."""
-    if name not in FAMILY_NAMES:
-        raise UsageError(f"{name}: not a known family. Expected one of {', '.join(FAMILY_NAMES)}.")
-    _FAMILIES[name] = _Family(builder, kind, dict(defaults or {}))
-
-
-def is_available(family: str) -> bool:
-    """Whether the architecture of ``family`` is implemented in this version."""
-    _load_families()
-    return family in _FAMILIES
+def register_family(name: str, builder: Callable[..., Any], kind: str, defaults: dict[str, Any] | None = None,
+                    presets: Sequence[Preset] = ()) -> None:
+    """Register a family's constructor, defaults and presets (called by the family's module)."""
+    if kind not in ("step", "clip"):
+        raise UsageError(f"{name}: kind {kind!r} is unknown. Expected 'step' or 'clip'.")
+    for p in presets:
+        if p.family != name:
+            raise UsageError(f"{p.name}: preset of family {p.family!r} registered by {name!r}. Expected {name!r}.")
+        owner = _PRESETS.get(p.name)
+        if owner is not None and owner.family != name:
+            raise UsageError(f"{p.name}: preset name already used by family {owner.family!r}. Expected unique names.")
+    _FAMILIES[name] = Family(name, builder, kind, dict(defaults or {}), list(presets))
+    for p in presets:
+        _PRESETS[p.name] = p
 
 
 def _load_families() -> None:
-    # Family modules register themselves when imported; importing them here keeps
-    # `vdeblur.models.registry` importable without torch for listing presets.
-    import importlib
+    """Import every module of vdeblur.models once (family modules register themselves)."""
+    global _loaded
+    if _loaded:
+        return
+    import vdeblur.models as package
 
-    for module in ("mtu", "mmprnn", "dstnet", "ahfnet", "arvo"):
-        try:
-            importlib.import_module(f"vdeblur.models.{module}")
-        except ModuleNotFoundError as e:
-            if e.name != f"vdeblur.models.{module}":
-                raise
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name not in _NOT_FAMILIES and not info.name.startswith("_"):
+            importlib.import_module(f"vdeblur.models.{info.name}")
+    _loaded = True
+
+
+class _PresetView(Mapping[str, Preset]):
+    """``PRESETS``: every preset by name, in family then release order (loads the families)."""
+
+    def _all(self) -> dict[str, Preset]:
+        _load_families()
+        return {p.name: p for f in families() for p in f.presets}
+
+    def __getitem__(self, name: str) -> Preset:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+PRESETS: Mapping[str, Preset] = _PresetView()
+
+
+def families() -> list[Family]:
+    """The registered families, in registration order (module name order)."""
+    _load_families()
+    return list(_FAMILIES.values())
+
+
+def family_names() -> list[str]:
+    return [f.name for f in families()]
 
 
 def list_presets() -> list[Preset]:
-    """All presets, in registry order."""
+    """All presets, family by family in release order."""
     return list(PRESETS.values())
 
 
 def resolve(name: str, **overrides: Any) -> tuple[str, str | None, dict[str, Any]]:
     """Resolve a preset or family name to ``(family, preset_or_None, config)``."""
-    if name in PRESETS:
-        p = PRESETS[name]
+    _load_families()
+    if name in _PRESETS:
+        p = _PRESETS[name]
         return p.family, p.name, {**p.config, **overrides}
-    if name in FAMILY_NAMES:
-        _load_families()
-        defaults = _FAMILIES[name].defaults if name in _FAMILIES else {}
-        return name, None, {**defaults, **overrides}
-    known = ", ".join([*PRESETS, *FAMILY_NAMES])
+    if name in _FAMILIES:
+        return name, None, {**_FAMILIES[name].defaults, **overrides}
+    known = ", ".join([*PRESETS, *_FAMILIES])
     raise UsageError(f"{name}: unknown model. Expected a preset or a family: {known}.")
 
 
@@ -121,10 +125,4 @@ def create(name: str, **overrides: Any) -> Any:
     ``overrides`` are configuration keywords named like the official constructors.
     """
     family, _, config = resolve(name, **overrides)
-    _load_families()
-    if family not in _FAMILIES:
-        raise UsageError(
-            f"{name}: the {family} architecture is not implemented in this version of vdeblur. "
-            f"Available families: {', '.join(sorted(_FAMILIES)) or 'none'}."
-        )
     return _FAMILIES[family].builder(**config)

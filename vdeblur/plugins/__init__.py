@@ -1,45 +1,62 @@
-"""Custom ops, one folder each: reference math, Triton kernel, torch custom op, ONNX lowerings,
-TensorRT plugin. See DESIGN.md "Plugins" and each op's README.md (op card).
+"""Custom ops, one folder each: spec.py (the OpSpec), reference.py (the math), kernel.py (Triton),
+README.md (the op card). The torch custom op, the ONNX lowerings and schemas and the TensorRT
+plugin are generated from the specs (see spec.py, README.md and DESIGN.md "Plugins").
 
-Importing this package does not import torch: the entry points load their op module (torch, the
-custom op registration) on first call, so the TensorRT plugin registration
-(``vdeblur.plugins.lowering.register_tensorrt_plugins``) also works in processes without torch.
+Importing this package does not import torch: the entry points load the torch side on first call,
+so the TensorRT plugin registration (``vdeblur.plugins.lowering.register_tensorrt_plugins``) also
+works in processes without torch.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-# Load the op packages (torch-free) before binding the entry points: importing a subpackage later
+# Import the op packages (torch-free) before binding the entry points: importing a subpackage later
 # would otherwise rebind the package attribute of the same name to the module.
-from vdeblur.plugins import correlation as _correlation_pkg  # noqa: F401
-from vdeblur.plugins import correlation_argmax as _correlation_argmax_pkg  # noqa: F401
-from vdeblur.plugins import flow_warp as _flow_warp_pkg  # noqa: F401
 from vdeblur.plugins.lowering import LOWERINGS, current_lowering, lowering, translation_table
+from vdeblur.plugins.registry import specs
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LOWERINGS", "correlation", "correlation_argmax", "current_lowering", "flow_warp", "lowering",
-           "translation_table"]
+specs()
+
+__all__ = ["LOWERINGS", "call", "correlation", "correlation_argmax", "current_lowering", "flow_warp", "lowering",
+           "specs", "translation_table"]
+
+
+def call(name: str, *inputs: torch.Tensor, **attrs: Any) -> Any:
+    """Run op ``name`` (an op folder, e.g. "correlation") on ``inputs`` with attributes ``attrs``."""
+    from vdeblur.plugins.registry import get
+    from vdeblur.plugins.torchop import call as run
+
+    return run(get(name), *inputs, **attrs)
 
 
 def correlation(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int, stride: int = 1) -> torch.Tensor:
-    """Local correlation cost volume: see :func:`vdeblur.plugins.correlation.op.correlation`."""
-    from vdeblur.plugins.correlation.op import correlation as impl
+    """Local correlation cost volume (FlowNet style, kernel 1, zero padding).
 
-    return impl(f1, f2, max_displacement, stride)
+    f1, f2: (N, C, H, W). Returns (N, K*K, H, W), K = 2 * (max_displacement // stride) + 1,
+    channel i*K + j holding ``sum_c f1(y, x) * f2(y + dy_i, x + dx_j)`` with dy, dx in
+    ``range(-d, d + 1, stride)`` (row-major over (dy, dx)). See plugins/correlation/README.md.
+    """
+    return call("correlation", f1, f2, max_displacement=max_displacement, stride=stride)
 
 
 def correlation_argmax(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int, pool: int = 5) -> torch.Tensor:
-    """MTU's fused motion search: see :func:`vdeblur.plugins.correlation_argmax.op.correlation_argmax`."""
-    from vdeblur.plugins.correlation_argmax.op import correlation_argmax as impl
+    """MTU's motion search, fused: normalise, correlate, average-pool, argmax.
 
-    return impl(f1, f2, max_displacement, pool)
+    f1, f2: (N, C, H, W). Returns flow (N, 2, H, W) float32 holding integer displacements
+    (channel 0 = x, channel 1 = y) in [-d, d]; the first maximum wins at ties (as torch.argmax).
+    Not differentiable (the argmax has no gradient). See plugins/correlation_argmax/README.md.
+    """
+    return call("correlation_argmax", f1, f2, max_displacement=max_displacement, pool=pool)
 
 
 def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
-    """Bilinear backward warp: see :func:`vdeblur.plugins.flow_warp.op.flow_warp`."""
-    from vdeblur.plugins.flow_warp.op import flow_warp as impl
+    """Backward warp: ``out(y, x) = x_in(y + flow_y, x + flow_x)``, bilinear, align_corners=True.
 
-    return impl(x, flow, padding_mode)
+    x: (N, C, H, W); flow: (N, 2, H, W) in pixels (channel 0 = x, channel 1 = y); padding_mode
+    "zeros" or "border"; H, W >= 2. Differentiable in x and flow. See plugins/flow_warp/README.md.
+    """
+    return call("flow_warp", x, flow, padding_mode=padding_mode)

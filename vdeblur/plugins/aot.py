@@ -1,9 +1,11 @@
 """Ahead-of-time compilation of the Triton kernels for TensorRT's AOT plugins (no tensorrt needed).
 
 TensorRT's quickly deployable plugins (``@trtp.aot_impl``) take PTX, a kernel name, launch
-parameters and the int scalars to pass. :func:`compile_kernel` compiles a ``@triton.jit`` kernel for
-a given GPU architecture on any machine (Triton ships the NVIDIA back end and ptxas), and reads the
-register and spill counts from ``ptxas -v`` for the op cards.
+parameters and the int scalars to pass. :func:`compile_op` compiles an op's kernel as its spec's
+launch plan says (pointer types from the input and output dtypes, int scalars, the attributes as
+constexprs); :func:`compile_kernel` compiles any ``@triton.jit`` kernel for a given GPU architecture
+on any machine (Triton ships the NVIDIA back end and ptxas), and reads the register and spill counts
+from ``ptxas -v`` for the op cards.
 
 Triton appends hidden pointer parameters (global and profile scratch) to every kernel. TensorRT
 launches AOT kernels with the declared parameters only, so a kernel that needs scratch memory
@@ -12,20 +14,26 @@ cannot be used: :func:`compile_kernel` refuses it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vdeblur.errors import ExportError
+
+if TYPE_CHECKING:
+    from vdeblur.plugins.spec import OpSpec
 
 SUPPORTED_ARCHS = (75, 80, 86, 89, 90, 100, 120)
 
 _TRITON_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+_COMPILED: dict[tuple[Any, ...], CompiledKernel] = {}
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,36 @@ def triton_dtype(dtype: str) -> str:
         return _TRITON_DTYPES[dtype]
     except KeyError:
         raise ExportError(f"aot: dtype {dtype!r} is not supported. Expected one of {sorted(_TRITON_DTYPES)}.") from None
+
+
+def compile_op(spec: OpSpec, dtype: str, attrs: Mapping[str, Any], arch: int = 90) -> CompiledKernel:
+    """PTX of op ``spec``'s kernel for ``sm_<arch>`` and inputs of ``dtype`` ('float32' | 'float16'),
+    with the attributes baked in. Kernel parameters: one pointer per input, the launch plan's int
+    scalars, one pointer per output (TensorRT's AOT order), then the constexprs.
+
+    Compiled once per process for each (kernel, launch plan, dtypes, attributes, target): TensorRT
+    asks again for every plugin node of a graph, and a graph has many nodes of one op."""
+    values = spec.bind_attrs(attrs)
+    key = (spec.launch, len(spec.inputs), tuple(o.dtype for o in spec.outputs), dtype, tuple(values.items()), arch)
+    if key not in _COMPILED:
+        _COMPILED[key] = _compile_op(spec, dtype, values, arch)
+    return _COMPILED[key]
+
+
+def _compile_op(spec: OpSpec, dtype: str, values: dict[str, Any], arch: int) -> CompiledKernel:
+    t = triton_dtype(dtype)
+    types = [f"*{t}"] * len(spec.inputs) + ["i32"] * len(spec.launch.scalars)
+    types += [f"*{triton_dtype(spec.output_dtype(i, dtype))}" for i in range(len(spec.outputs))]
+    fn = spec.launch.load()
+    constexprs = spec.launch.constexprs(values)
+    names = [p for p in inspect.signature(getattr(fn, "fn", fn)).parameters if p not in constexprs]
+    if len(names) != len(types):
+        raise ExportError(
+            f"aot: kernel {spec.launch.kernel} takes {names} besides its constexprs. Expected {len(types)} "
+            f"parameters: {len(spec.inputs)} input pointers, scalars {list(spec.launch.scalars)}, "
+            f"{len(spec.outputs)} output pointers."
+        )
+    return compile_kernel(fn, dict(zip(names, types, strict=True)), constexprs, arch, num_warps=spec.launch.num_warps)
 
 
 def compile_kernel(

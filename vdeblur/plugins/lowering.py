@@ -2,25 +2,28 @@
 
 ``trt``       one custom node per op (domain ``vdeblur``, op_type = the plugin name, attributes
               plugin_namespace="vdeblur", plugin_version="1", aot=1 and the op's attributes as
-              INT/FLOAT), which TensorRT's ONNX parser maps to our AOT plugins.
+              INT/FLOAT/STRING), which TensorRT's ONNX parser maps to our AOT plugins.
 ``portable``  the reference decomposition in standard ONNX ops, for any ONNX runtime.
 
 The export code selects the mode with ``with lowering("trt"): torch.onnx.export(...,
 custom_translation_table=translation_table())``. Outside an export (mode ``None``) the entry
 points call the ``vdeblur::`` custom ops, which run the Triton kernel on CUDA tensors and the
-reference elsewhere.
+reference elsewhere. Everything here is generated from the op registry
+(:mod:`vdeblur.plugins.registry`); this module imports neither torch nor onnx until asked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from vdeblur.contract.precision import LOWERINGS
 from vdeblur.errors import UsageError
 
-LOWERINGS = ("trt", "portable")
+__all__ = ["LOWERINGS", "check_plugin_nodes", "current_lowering", "lowering", "plugin_nodes",
+           "register_tensorrt_plugins", "translation_table", "use_reference"]
 
 _state = threading.local()
 
@@ -50,30 +53,36 @@ def use_reference() -> bool:
 
 def translation_table() -> dict[Any, Callable[..., Any]]:
     """``custom_translation_table`` for ``torch.onnx.export(dynamo=True)`` in ``trt`` mode."""
-    from vdeblur.plugins.correlation import onnx as corr_onnx
-    from vdeblur.plugins.correlation_argmax import onnx as argmax_onnx
-    from vdeblur.plugins.flow_warp import onnx as warp_onnx
+    from vdeblur.plugins._onnx import translation
+    from vdeblur.plugins.registry import specs
 
     table: dict[Any, Callable[..., Any]] = {}
-    for module in (corr_onnx, argmax_onnx, warp_onnx):
-        table.update(module.translation())
+    for spec in specs().values():
+        table.update(translation(spec))
     return table
 
 
 def plugin_nodes() -> dict[str, Any]:
     """op_type -> PluginNode for every plugin op (the ONNX face of each op in ``trt`` mode)."""
-    from vdeblur.plugins.correlation.onnx import NODE as corr
-    from vdeblur.plugins.correlation_argmax.onnx import NODE as argmax
-    from vdeblur.plugins.flow_warp.onnx import NODE as warp
+    from vdeblur.plugins._onnx import PluginNode
+    from vdeblur.plugins.registry import specs
 
-    return {n.name: n for n in (corr, argmax, warp)}
+    return {spec.plugin_name: PluginNode(spec) for spec in specs().values()}
+
+
+def check_plugin_nodes(model: Any, nodes: Mapping[str, Any] | None = None) -> list[str]:
+    """Problems with the plugin nodes of an ``onnx.ModelProto`` (empty when every node is as
+    TensorRT expects); ``nodes`` defaults to :func:`plugin_nodes`."""
+    from vdeblur.plugins._onnx import check_plugin_nodes as check
+
+    return check(model, plugin_nodes() if nodes is None else nodes)
 
 
 def register_tensorrt_plugins() -> None:
-    """Register every vdeblur plugin with TensorRT (import before parsing an ONNX with plugin nodes)."""
-    from vdeblur.plugins.correlation import trt as corr_trt
-    from vdeblur.plugins.correlation_argmax import trt as argmax_trt
-    from vdeblur.plugins.flow_warp import trt as warp_trt
+    """Register every vdeblur plugin with TensorRT (import before parsing an ONNX with plugin
+    nodes). Idempotent: registering again is a no-op."""
+    from vdeblur.plugins.qdp import register
+    from vdeblur.plugins.registry import specs
 
-    for module in (corr_trt, argmax_trt, warp_trt):
-        module.register()
+    for spec in specs().values():
+        register(spec)

@@ -145,7 +145,7 @@ def _frames(artifact: str | Path, frames: int, height: int | None, width: int | 
 
         clip = load_frames(source, max_frames=frames, height=height, width=width)
     else:
-        from vdeblur.runtime.synthetic import moving_texture
+        from vdeblur.data.texture import moving_texture
 
         clip = moving_texture(frames, height or 128, width or 128)
     return np.ascontiguousarray(clip.transpose(0, 2, 3, 1))

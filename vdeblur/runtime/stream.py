@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from vdeblur.contract.driver import StepDriver, pad_in_place
 from vdeblur.errors import ShapeError
 from vdeblur.runtime.backends import open_backend
 from vdeblur.runtime.backends.base import Backend
@@ -44,11 +45,12 @@ class Stream:
                 raise ShapeError("Stream: no artifact given. Expected an artifact directory or an open Backend.")
             backend = open_backend(artifact, backend, precision=precision, device=device, **options)
         self.backend: Backend = backend
-        iface = self.backend.iface  # type: ignore[attr-defined]
+        iface = self.backend.iface
         self.lookahead: int = iface.lookahead
         self.flush_steps: int = iface.flush_steps
         self.pad_multiple: int = iface.pad_multiple
-        self._pad_mode = {"replicate": "edge", "reflect": "reflect", "zeros": "constant"}[iface.pad_mode]
+        self._pad_mode = iface.pad_mode
+        self._driver = StepDriver(self.backend, self.lookahead, self.flush_steps)  # the one streaming loop
         self._next_index = 0
         self.reset()
 
@@ -56,7 +58,7 @@ class Stream:
 
     def reset(self) -> None:
         """Forget pending frames (no outputs for them) and start a new sequence at index 0."""
-        self._steps = 0  # steps run in the current sequence
+        self._emitted = 0  # outputs returned in the current sequence
         self._first_index = self._next_index = 0
         self._size: tuple[int, int] | None = None
         self._dtype: np.dtype | None = None
@@ -72,10 +74,9 @@ class Stream:
         if self._size is None:
             self._begin(h, w, frame.dtype)
         self._prepare(frame)
-        out = self.backend.step(self._padded, False)
-        self._steps += 1
+        out = self._driver.push(self._padded)
         self._next_index += 1
-        if self._steps > self.lookahead:
+        if out is not None:
             ready.append(self._emit(out))
         return ready
 
@@ -114,9 +115,9 @@ class Stream:
         self._size = (h, w)
         self._dtype = dtype
         self._padded = np.zeros((1, 3, hp, wp), dtype=np.float32)  # reused for every frame of the sequence
-        self._steps = 0
+        self._emitted = 0
         self._first_index = self._next_index
-        self.backend.reset(1, hp, wp)
+        self._driver.begin(1, hp, wp)
 
     def _prepare(self, frame: np.ndarray) -> None:
         h, w = frame.shape[:2]
@@ -125,19 +126,13 @@ class Stream:
             np.divide(chw, np.float32(255.0), out=self._padded[0, :, :h, :w])
         else:
             self._padded[0, :, :h, :w] = chw
-        hp, wp = self._padded.shape[2:]
-        if (hp, wp) != (h, w):
-            if self._pad_mode == "edge":
-                self._padded[0, :, h:, :w] = self._padded[0, :, h - 1 : h, :w]
-                self._padded[0, :, :, w:] = self._padded[0, :, :, w - 1 : w]
-            else:
-                self._padded[0] = np.pad(self._padded[0, :, :h, :w], [(0, 0), (0, hp - h), (0, wp - w)],
-                                         mode=self._pad_mode)
+        pad_in_place(self._padded, h, w, self._pad_mode)
 
     def _emit(self, out: np.ndarray) -> tuple[int, np.ndarray]:
         assert self._size is not None and self._dtype is not None
         h, w = self._size
-        index = self._first_index + self._steps - 1 - self.lookahead
+        index = self._first_index + self._emitted
+        self._emitted += 1
         hwc = np.clip(out[0, :, :h, :w].transpose(1, 2, 0), 0.0, 1.0)
         if self._dtype == np.uint8:
             result = (hwc * 255.0 + 0.5).astype(np.uint8)
@@ -146,15 +141,8 @@ class Stream:
         return index, result
 
     def _finish(self) -> list[tuple[int, np.ndarray]]:
-        if self._size is None or self._steps == 0:
-            self._size = None
+        if self._size is None:
             return []
-        ready = []
-        pending = min(self._steps, self.lookahead)  # pushed frames whose output is not out yet
-        for _ in range(self.flush_steps):
-            out = self.backend.step(self._padded, True)  # the last frame is still in the buffer
-            self._steps += 1
-            if self._steps > self.lookahead and len(ready) < pending:
-                ready.append(self._emit(out))
+        ready = [self._emit(out) for out in self._driver.finish()]  # flush steps on the last frame
         self._size = None
         return ready

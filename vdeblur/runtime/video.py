@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from vdeblur.contract.files import default_mode
 from vdeblur.errors import MissingDependencyError, UsageError, VdeblurError
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v")
@@ -199,6 +200,21 @@ def load_frames(source: str | Path, max_frames: int | None = None, height: int |
     if not frames:
         raise MediaError(f"{source}: no frames.")
     return np.stack(frames)
+
+
+def load_calibration(source: str | Path, height: int, width: int, max_frames: int = 16) -> np.ndarray:
+    """Calibration frames for an int8/fp8 export: up to ``max_frames`` frames of a video file or an
+    image folder, centre-cropped to ``height`` x ``width``, float32 (T, 3, H, W) in [0, 1]. The source
+    is checked first (exists, is a video, holds images) with an error naming what is expected."""
+    path = Path(source)
+    expected = "Expected --calibration to name a video file or a folder of images."
+    if not path.exists():
+        raise UsageError(f"{path}: does not exist. {expected}")
+    if path.is_dir() and not image_files(path):
+        raise UsageError(f"{path}: holds no images ({', '.join(IMAGE_SUFFIXES)}). {expected}")
+    if path.is_file() and path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UsageError(f"{path}: is not a video ({', '.join(VIDEO_SUFFIXES)}). {expected}")
+    return load_frames(path, max_frames=max_frames, height=height, width=width)
 
 
 def probe_fps(source: str | Path, default: float = 30.0) -> float:
@@ -633,9 +649,7 @@ class FrameSink:
                         self._container.mux(packet)
             self._container.close()
             self._container = None
-        umask = os.umask(0)
-        os.umask(umask)
-        self._tmp.chmod((0o777 if self._tmp.is_dir() else 0o666) & ~umask)  # mkstemp/mkdtemp use 0600/0700
+        default_mode(self._tmp)  # mkstemp/mkdtemp use 0600/0700
         os.replace(self._tmp, self.path)
         return self.path
 

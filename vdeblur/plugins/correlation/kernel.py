@@ -7,22 +7,13 @@ accumulated in float32 over the channels.
 
 Parameter order follows TensorRT's AOT plugin convention: input pointers, int scalars, output
 pointers; the op attributes are constexprs (AOT engines do not serialise attributes).
-Grid: (cdiv(H*W, BLOCK), K, N).
+Grid: (cdiv(H*W, BLOCK), K, N); the launch plan is in spec.py.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import triton
 import triton.language as tl
-
-from vdeblur.plugins._trt import int_cdiv
-
-if TYPE_CHECKING:  # torch only for the launcher; the AOT path (TensorRT plugins) must not need it
-    import torch
-
-BLOCK = 64
 
 
 @triton.jit
@@ -57,34 +48,3 @@ def correlation_kernel(
     out_off = (n * (K * K) + out_c[None, :]) * hw + p[:, None]
     omask = pmask[:, None] & (j[None, :] < K)
     tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=omask)
-
-
-def launch_grid(n, h, w, max_displacement: int, stride: int, cdiv=int_cdiv):  # type: ignore[no-untyped-def]
-    """Grid (x, y, z) for N images of H x W; ints, or TensorRT shape expressions with trtp.cdiv."""
-    return (cdiv(h * w, BLOCK), 2 * (max_displacement // stride) + 1, n)
-
-
-def num_displacements(max_displacement: int, stride: int) -> int:
-    k = 2 * (max_displacement // stride) + 1
-    return k * k
-
-
-def kpad(max_displacement: int, stride: int) -> int:
-    return triton.next_power_of_2(2 * (max_displacement // stride) + 1)
-
-
-def correlation(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int, stride: int = 1) -> torch.Tensor:
-    """Launch the kernel (CUDA, or CPU under TRITON_INTERPRET=1). Shapes as in reference.correlation."""
-    import torch
-
-    f1 = f1.contiguous()
-    f2 = f2.contiguous()
-    n, c, h, w = f1.shape
-    k = 2 * (max_displacement // stride) + 1
-    out = torch.empty((n, k * k, h, w), dtype=f1.dtype, device=f1.device)
-    grid = launch_grid(n, h, w, max_displacement, stride)
-    correlation_kernel[grid](
-        f1, f2, c, h, w, out,
-        MAX_DISP=max_displacement, STRIDE=stride, BLOCK=BLOCK, KPAD=kpad(max_displacement, stride),
-    )
-    return out

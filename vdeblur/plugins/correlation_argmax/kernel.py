@@ -14,23 +14,13 @@ halo around it (held in a HALO x HALO register tile, HALO a power of two). For e
 
 The output is the displacement (x, y) of the maximum as float32. Parameter order follows
 TensorRT's AOT convention (inputs, int scalars, outputs); attributes are constexprs.
-Grid: (cdiv(W, TILE), cdiv(H, TILE), N).
+Grid: (cdiv(W, TILE), cdiv(H, TILE), N); the launch plan is in spec.py.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import triton
 import triton.language as tl
-
-from vdeblur.plugins._trt import int_cdiv
-
-if TYPE_CHECKING:  # torch only for the launcher; the AOT path (TensorRT plugins) must not need it
-    import torch
-
-TILE = 16
-EPS = 1e-12
 
 
 @triton.jit
@@ -98,26 +88,3 @@ def correlation_argmax_kernel(
     fy = (best_k // K - MAX_DISP).to(tl.float32)
     tl.store(flow_ptr + n * 2 * hw + ooff, fx, mask=om)
     tl.store(flow_ptr + n * 2 * hw + hw + ooff, fy, mask=om)
-
-
-def halo(pool: int, tile: int = TILE) -> int:
-    return triton.next_power_of_2(tile + pool - 1)
-
-
-def launch_grid(n, h, w, cdiv=int_cdiv):  # type: ignore[no-untyped-def]
-    """Grid (x, y, z); ints, or TensorRT shape expressions with trtp.cdiv."""
-    return (cdiv(w, TILE), cdiv(h, TILE), n)
-
-
-def correlation_argmax(f1: torch.Tensor, f2: torch.Tensor, max_displacement: int, pool: int = 5) -> torch.Tensor:
-    """Launch the fused kernel (CUDA, or CPU under TRITON_INTERPRET=1). Returns (N, 2, H, W) float32."""
-    import torch
-
-    f1 = f1.contiguous()
-    f2 = f2.contiguous()
-    n, c, h, w = f1.shape
-    flow = torch.empty((n, 2, h, w), dtype=torch.float32, device=f1.device)
-    correlation_argmax_kernel[launch_grid(n, h, w)](
-        f1, f2, c, h, w, flow, MAX_DISP=max_displacement, POOL=pool, TILE=TILE, HALO=halo(pool),
-    )
-    return flow

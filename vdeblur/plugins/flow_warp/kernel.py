@@ -5,22 +5,13 @@ once, and loops over channels (4 gathers and 3 FMAs per channel). Sample positio
 (x + flow_x, y + flow_y) in pixels; "border" clamps it into the image first (as grid_sample
 does), "zeros" reads 0 for taps outside. Parameter order follows TensorRT's AOT convention
 (inputs, int scalars, outputs); the padding mode is a constexpr.
-Grid: (cdiv(H*W, BLOCK), N).
+Grid: (cdiv(H*W, BLOCK), N); the launch plan is in spec.py.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import triton
 import triton.language as tl
-
-from vdeblur.plugins._trt import int_cdiv
-
-if TYPE_CHECKING:  # torch only for the launcher; the AOT path (TensorRT plugins) must not need it
-    import torch
-
-BLOCK = 128
 
 
 @triton.jit
@@ -73,22 +64,3 @@ def flow_warp_kernel(x_ptr, flow_ptr, C, H, W, out_ptr, BORDER: tl.constexpr, BL
         v += tl.load(src + o10, mask=m10, other=0.0).to(tl.float32) * w10
         v += tl.load(src + o11, mask=m11, other=0.0).to(tl.float32) * w11
         tl.store(out_ptr + base + c * hw + p, v.to(out_ptr.dtype.element_ty), mask=pm)
-
-
-def launch_grid(n, h, w, cdiv=int_cdiv):  # type: ignore[no-untyped-def]
-    """Grid (x, y, z); ints, or TensorRT shape expressions with trtp.cdiv."""
-    return (cdiv(h * w, BLOCK), n, 1)
-
-
-def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
-    """Launch the kernel (CUDA, or CPU under TRITON_INTERPRET=1). Shapes as in reference.flow_warp."""
-    import torch
-
-    x = x.contiguous()
-    flow = flow.contiguous()
-    n, c, h, w = x.shape
-    out = torch.empty_like(x)
-    flow_warp_kernel[launch_grid(n, h, w)](
-        x, flow, c, h, w, out, BORDER=padding_mode == "border", BLOCK=BLOCK,
-    )
-    return out

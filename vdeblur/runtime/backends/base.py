@@ -1,8 +1,9 @@
-"""The Backend protocol: what a stream needs from an engine.
+"""The Backend base class: what a stream needs from an engine, and the lifecycle every backend shares.
 
 A backend runs one artifact's step graph (see the manifest's ``interface``) and keeps the
 recurrent state itself, where it can keep it without copies (ONNX Runtime OrtValues swapped
-between steps, TensorRT ping-pong device buffers):
+between steps, TensorRT ping-pong device buffers). It is a
+:class:`vdeblur.contract.driver.Stepper`, so the one driver streams frames through it:
 
 - :meth:`Backend.reset` (re)allocates the state tensors at their initial values for frames of a
   padded size (Hp, Wp) (a stream calls it at its first frame and on a resolution change);
@@ -11,40 +12,138 @@ between steps, TensorRT ping-pong device buffers):
   backend reuses at the next step: copy it to keep it);
 - :meth:`Backend.run` is the stateless escape hatch: every input by name -> every output by name.
 
-Backends are context managers (``close`` releases sessions and device memory). This module does
-not import torch, onnxruntime or tensorrt.
+The base class reads the manifest (:class:`Interface`), owns the lifecycle (``close`` once, context
+manager, ``closed``) and the frame checks; a backend implements ``reset``, ``step``, ``run``,
+``describe`` and ``_release`` (free sessions and device memory). This module does not import
+torch, onnxruntime or tensorrt.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
-from vdeblur.errors import UsageError
+from vdeblur.contract import manifest as manifest_mod
+from vdeblur.contract.interface import StepSpec
+from vdeblur.errors import BackendError, ShapeError, UsageError
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
-@runtime_checkable
-class Backend(Protocol):
-    name: str
-    inputs: list[str]
-    outputs: list[str]
+@dataclass(frozen=True)
+class StateBuffer:
+    input_name: str
+    output_name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    initial: float
 
-    def reset(self, batch: int, height: int, width: int) -> None: ...
+    def initial_array(self) -> np.ndarray:
+        return np.full(self.shape, self.initial, dtype=self.dtype)
 
-    def step(self, frame: np.ndarray, flush: bool = False) -> np.ndarray: ...
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+class Interface:
+    """The step-graph interface of an artifact, from its manifest (no torch, no onnxruntime)."""
 
-    def close(self) -> None: ...
+    def __init__(self, artifact: str | Path) -> None:
+        self.artifact = Path(artifact)
+        self.manifest = manifest_mod.read(self.artifact)
+        if self.manifest.kind != "step":
+            raise BackendError(f"{artifact}: is a {self.manifest.kind} artifact. Only step graphs are supported.")
+        spec = self.manifest.spec()
+        assert isinstance(spec, StepSpec)
+        self.spec: StepSpec = spec
+        self.frame_input: str = spec.frame_input
+        self.frame_output: str = spec.frame_output
+        self.input_names: list[str] = spec.input_names
+        self.output_names: list[str] = spec.output_names
+        self.flag_input: str | None = spec.flush.flag_input
+        self.flush_steps: int = spec.flush.steps
+        self.lookahead: int = spec.lookahead
+        self.pad_multiple: int = spec.pad_multiple
+        self.pad_mode: str = spec.pad_mode
+        self.states: list[dict[str, Any]] = list(self.manifest.interface["states"])
 
-    def __enter__(self) -> Backend: ...
+    def graph_path(self, precision: str, lowering: str = "portable") -> Path:
+        return self.artifact / self.manifest.graph(precision, lowering).file
 
-    def __exit__(self, *exc: object) -> None: ...
+    def state_buffers(self, n: int, hp: int, wp: int) -> list[StateBuffer]:
+        return [StateBuffer(s.input_name, s.output_name, s.resolve(n, hp, wp), np.dtype(s.dtype), float(s.initial))
+                for s in self.spec.states]
+
+    def check_frame(self, frame: np.ndarray) -> None:
+        """A padded step frame: (N, 3, Hp, Wp) float32 with Hp, Wp multiples of the pad multiple."""
+        if frame.ndim != 4 or frame.shape[1] != 3:
+            raise ShapeError(f"step: frame has shape {frame.shape}. Expected (N, 3, H, W).")
+        if frame.dtype != np.float32:
+            raise ShapeError(f"step: frame has dtype {frame.dtype}. Expected float32 in [0, 1].")
+        m = self.pad_multiple
+        if frame.shape[2] % m or frame.shape[3] % m:
+            raise ShapeError(
+                f"step: frame is {frame.shape[3]}x{frame.shape[2]}. Expected multiples of {m} (pad it, or use Stream)."
+            )
+
+
+class Backend:
+    """Base of every backend: the artifact's interface, the lifecycle, the common views.
+
+    Subclasses set ``name``, call ``super().__init__(artifact, precision)`` first, and implement
+    :meth:`reset`, :meth:`step`, :meth:`run`, :meth:`describe` and :meth:`_release`.
+    """
+
+    name = "backend"
+
+    def __init__(self, artifact: str | Path, precision: str = "fp32", iface: Interface | None = None) -> None:
+        self.iface = iface if iface is not None else Interface(artifact)
+        self.precision = precision
+        self.inputs: list[str] = list(self.iface.input_names)
+        self.outputs: list[str] = list(self.iface.output_names)
+        self.closed = False
+
+    @property
+    def spec(self) -> StepSpec:
+        return self.iface.spec
+
+    # ----- what each backend implements ---------------------------------------------------
+
+    def reset(self, batch: int, height: int, width: int) -> None:
+        raise NotImplementedError
+
+    def step(self, frame: np.ndarray, flush: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Which graph or engine this backend runs (file, built, verified, fallback, notes...)."""
+        return {"file": None, "notes": [], "precision": self.precision}
+
+    def _release(self) -> None:
+        """Free sessions, buffers and device memory (called once, by :meth:`close`)."""
+
+    # ----- the lifecycle ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise BackendError(f"{self.name} backend: it is closed. Open the artifact again.")
+
+    def close(self) -> None:
+        """Release everything the backend holds; closing twice is a no-op."""
+        if self.closed:
+            return
+        self.closed = True
+        self._release()
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def describe(backend: Any) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from vdeblur.contract.device import nvidia_device_present
 from vdeblur.errors import BackendError, missing_dependency
-from vdeblur.runtime.backends._common import Interface, StateBuffer
+from vdeblur.runtime.backends.base import Backend, StateBuffer
 
 SESSION_SETTINGS = "session.json"
 
@@ -30,13 +31,9 @@ def _ort() -> Any:
     return ort
 
 
-def _has_gpu() -> bool:
-    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/dxg")
-
-
 def resolve_device(device: str) -> str:
     ort = _ort()
-    cuda_ok = "CUDAExecutionProvider" in ort.get_available_providers() and _has_gpu()
+    cuda_ok = "CUDAExecutionProvider" in ort.get_available_providers() and nvidia_device_present()
     if device == "auto":
         return "cuda" if cuda_ok else "cpu"
     if device == "cuda" and not cuda_ok:
@@ -47,7 +44,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, artifact: str | Path, precision: str = "fp32", device: str = "auto",
@@ -61,8 +58,7 @@ class OnnxRuntimeBackend:
         threads: intra-op threads (None: the engine's setting, else ONNX Runtime's default).
         """
         ort = _ort()
-        self.iface = Interface(artifact)
-        self.precision = precision
+        super().__init__(artifact, precision)
         self.device = resolve_device(device)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else [
             "CPUExecutionProvider"]
@@ -73,7 +69,7 @@ class OnnxRuntimeBackend:
         else:
             path, settings = self._graph(precision, providers)
         if settings.get("session_options"):
-            from vdeblur.export.engines import ort_session_options
+            from vdeblur.contract.engines import ort_session_options
 
             opts = ort_session_options(ort, {"graph_optimization_level": "ORT_ENABLE_ALL",
                                              **settings["session_options"]})
@@ -209,15 +205,10 @@ class OnnxRuntimeBackend:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self.session.run(self.outputs, feeds), strict=True))
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._binding = None
         self._size = None
-
-    def __enter__(self) -> OnnxRuntimeBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.session = None
 
 
 def _rel(path: Path, root: Path) -> str:

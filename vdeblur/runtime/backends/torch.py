@@ -1,7 +1,7 @@
 """The torch backend: the PyTorch reference modules themselves (imports torch when opened).
 
 It rebuilds the model from the manifest (family, configuration, checkpoint; random weights are
-re-created with the export's seed), takes its step module (export/stepgraph.py) and runs it with
+re-created with the export's seed), takes its step module (the model's ``make_step``) and runs it with
 the state kept as torch tensors. On CUDA the plugin ops run their Triton kernels.
 """
 
@@ -13,22 +13,21 @@ from typing import Any
 import numpy as np
 
 from vdeblur.errors import BackendError
-from vdeblur.runtime.backends._common import Interface
+from vdeblur.runtime.backends.base import Backend
 
 
-class TorchBackend:
+class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, artifact: str | Path, precision: str = "fp32", device: str = "auto",
                  threads: int | None = None) -> None:
         import torch
 
-        from vdeblur.export.stepgraph import step_module
         from vdeblur.models import create, load_checkpoint
 
         if precision != "fp32":
             raise BackendError(f"torch backend: precision {precision!r} is not supported. It runs the fp32 reference.")
-        self.iface = Interface(artifact)
+        super().__init__(artifact, precision)
         info = self.iface.manifest.model
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -43,9 +42,9 @@ class TorchBackend:
                     "code itself and needs it; use the onnxruntime backend, or restore the file."
                 )
             load_checkpoint(model, checkpoint["path"])
-        self._step, self._spec = step_module(model.to(self.device))
-        self.inputs = list(self._spec.input_names)
-        self.outputs = list(self._spec.output_names)
+        model = model.to(self.device).eval()
+        step, self._spec = model.make_step()  # the model layer's step module (no export code here)
+        self._step = step.eval()
         self._states: list[Any] | None = None
         self._size: tuple[int, int, int] | None = None
         self._threads_before: int | None = None
@@ -61,7 +60,9 @@ class TorchBackend:
                 "device": str(self.device), "threads": self.threads}
 
     def reset(self, batch: int, height: int, width: int) -> None:
-        self._states = self._spec.initial_states(batch, height, width, self.device)
+        import torch
+
+        self._states = [torch.from_numpy(a).to(self.device) for a in self._spec.initial_arrays(batch, height, width)]
         self._size = (batch, height, width)
 
     def step(self, frame: np.ndarray, flush: bool = False) -> np.ndarray:
@@ -85,7 +86,7 @@ class TorchBackend:
             outs = self._step(*args)
         return {name: o.cpu().numpy() for name, o in zip(self.outputs, outs, strict=True)}
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._states = None
         self._size = None
         if self._threads_before is not None:
@@ -93,12 +94,6 @@ class TorchBackend:
 
             torch.set_num_threads(self._threads_before)
             self._threads_before = None
-
-    def __enter__(self) -> TorchBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def open(artifact: str | Path, precision: str = "fp32", device: str = "auto", **options: Any) -> TorchBackend:  # noqa: A001

@@ -61,8 +61,10 @@ def machine() -> dict[str, Any]:
         info["memory_gb"] = round(int(mem) / 2**20, 1)
     except (OSError, IndexError):
         pass
-    gpus = sorted(p.name for p in Path("/dev").glob("nvidia[0-9]*"))
-    info["gpu"] = f"{len(gpus)} NVIDIA device(s)" if gpus else None
+    from vdeblur.contract.device import nvidia_device_present, nvidia_gpus
+
+    gpus = nvidia_gpus()[0] if nvidia_device_present() else []
+    info["gpu"] = ", ".join(f"{g['name']} (sm_{g['compute_capability'].replace('.', '')})" for g in gpus) or None
     return info
 
 
@@ -90,17 +92,13 @@ def prepare_artifact(target: str, workdir: Path, precisions: list[str], height: 
     """An artifact for ``target``: itself if it is one, else a random-weight export of the model."""
     if _is_artifact(target):
         return Path(target)
+    from vdeblur.data.texture import moving_texture
     from vdeblur.export.artifact import export_artifact
-    from vdeblur.runtime.synthetic import moving_texture
-    from vdeblur.runtime.video import encode_png
 
     wanted = [p for p in precisions if p in ("fp32", "fp16", "bf16", "int8")]
     calibration = None
-    if "int8" in wanted:
-        calibration = workdir / "calibration"
-        calibration.mkdir()
-        for i, f in enumerate(moving_texture(8, height, width, seed=7)):
-            (calibration / f"{i:04d}.png").write_bytes(encode_png((f.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)))
+    if "int8" in wanted:  # 8-bit frames, as a video would give them
+        calibration = np.round(moving_texture(8, min(height, 256), min(width, 256), seed=7) * 255) / np.float32(255)
     out = workdir / "artifact"
     export_artifact(target, out, precisions=wanted or ["fp32"], calibration=calibration,
                     height=min(height, 256), width=min(width, 256), frames=3)
@@ -119,10 +117,10 @@ def bench(target: str | Path, backends: list[str], precisions: list[str], height
     interleaved frame by frame (see the module docstring). threads: intra-op threads of ONNX
     Runtime and PyTorch (default: the physical cores)."""
     from vdeblur.contract.device import load_average, physical_cores
+    from vdeblur.data.texture import moving_texture
     from vdeblur.metrics import json_safe, psnr
     from vdeblur.runtime.backends.base import describe
     from vdeblur.runtime.stream import Stream
-    from vdeblur.runtime.synthetic import moving_texture
 
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:

@@ -5,32 +5,28 @@ The manifest describes the graph interface (frame input/output, state tensors wi
 of the padded frame size, lookahead, flush policy, pad multiple), the model it came from, the
 plugins it uses, the graphs per precision and lowering (with the nodes kept in fp32), the opset and
 the versions of the tools that wrote it. It is plain JSON, read without torch.
+
+Format versions: 1 (the only one so far). :func:`read` accepts every version up to
+:data:`FORMAT_VERSION` and refuses newer ones with a message to upgrade vdeblur.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vdeblur.contract.precision import PRECISIONS
-from vdeblur.errors import ExportError
+from vdeblur.contract.files import sha256_file, write_json
+from vdeblur.contract.interface import ClipSpec, StepSpec, spec_from_dict
+from vdeblur.contract.precision import LOWERINGS, PRECISIONS
+from vdeblur.errors import ExportError, ShapeError
+
+__all__ = ["FORMAT_VERSION", "MANIFEST", "REPORT", "GraphEntry", "Manifest", "read", "sha256_file", "validate"]
 
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 FORMAT_VERSION = 1
-LOWERINGS = ("portable", "trt")
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file (graphs, checkpoints, engines)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -72,13 +68,15 @@ class Manifest:
             f"Export it with `vdeblur export ... --precision {precision}`."
         )
 
+    def spec(self) -> StepSpec | ClipSpec:
+        """The graph interface as a StepSpec (kind "step") or ClipSpec (kind "clip")."""
+        return spec_from_dict(self.clip if self.kind == "clip" and self.clip else self.interface)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def write(self, directory: Path) -> Path:
-        path = Path(directory) / MANIFEST
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return write_json(Path(directory) / MANIFEST, self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
@@ -129,6 +127,11 @@ def validate(d: dict[str, Any]) -> None:
                 for k in ("input_name", "output_name", "shape", "dtype", "initial"):
                     if k not in s:
                         problems.append(f"interface.states[{i}].{k} missing")
+            if not problems:
+                try:
+                    spec_from_dict(d["interface"]).check()
+                except (ShapeError, TypeError, KeyError) as e:
+                    problems.append(f"interface: {e}")
         for i, g in enumerate(d["graphs"]):
             for k in ("file", "precision", "lowering", "sha256"):
                 if k not in g:

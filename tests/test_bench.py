@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vdeblur.bench import bench
 from vdeblur.errors import UsageError
-from vdeblur.runtime.bench import bench
 
 LATENCY_KEYS = {"min", "p50", "p90", "p99", "max", "mean", "std", "iqr"}
 

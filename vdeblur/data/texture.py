@@ -1,4 +1,7 @@
-"""Deterministic synthetic frames (numpy only): textured content under a smooth camera motion."""
+"""Deterministic synthetic frames (numpy only): textured content under a smooth camera motion.
+
+The one synthetic clip of export validation, build verification, benchmarks and tests (torch-free,
+importable from any layer)."""
 
 from __future__ import annotations
 
