@@ -9,7 +9,6 @@ frame is read from its bound OrtValue). Runs on CUDA when onnxruntime-gpu finds 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,9 @@ from typing import Any
 import numpy as np
 
 from vdeblur.contract.device import nvidia_device_present
+from vdeblur.contract.engines import ORT_MODEL, engine_dir, read_session
 from vdeblur.errors import BackendError, missing_dependency
 from vdeblur.runtime.backends.base import Backend, StateBuffer
-
-SESSION_SETTINGS = "session.json"
 
 
 def _ort() -> Any:
@@ -100,12 +98,11 @@ class OnnxRuntimeBackend(Backend):
         from vdeblur.contract.precision import int8_wrong_here
 
         artifact = self.iface.artifact
-        built = artifact / "engines" / "onnxruntime" / precision
-        settings_file = built / SESSION_SETTINGS
+        built = engine_dir(artifact, "onnxruntime", precision)
+        settings = read_session(artifact, precision)
         notes: list[str] = []
-        if settings_file.is_file():
-            settings = json.loads(settings_file.read_text())
-            model = Path(os.path.normpath(built / settings.get("model", "model.optimized.onnx")))
+        if settings is not None:
+            model = Path(os.path.normpath(built / settings.get("model", ORT_MODEL)))
             int8 = settings.get("int8") or {}
             fused_wrong = (not int8.get("disable_quant_qdq", False)
                            and int8_wrong_here(int(int8.get("max_abs_weight", 0))))
