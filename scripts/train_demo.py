@@ -8,9 +8,10 @@ semantics of ``vdeblur.models.run_clip`` (5-frame window replicated at the ends,
 first-frame handling), so training and inference match.
 
 Recipe (the defaults; chosen from short trial runs on this machine): mtu2, batch 4 clips of 5
-frames, 64x64 crops (resampled when featureless), camera speed 1.5-7 px/frame, MSE loss, Adam 5e-4
-with warm-up and cosine decay over 1800 iterations, output conv zero-initialised (the model is
-residual, so training starts from the identity). Charbonnier/L1 and the default output init stayed
+frames, 64x64 crops (resampled when featureless), camera speed 1.5-7 px/frame, source scale
+0.7-1.5, quarter turns, tone jitter, 10 % still-camera clips (blurry == sharp, to keep sharp footage
+and its colour), MSE loss, Adam 5e-4 with warm-up and cosine decay over 3000 iterations, output
+conv zero-initialised (the model is residual, so training starts from the identity). Charbonnier/L1 and the default output init stayed
 at the identity for hundreds of iterations in those trials. The motion-feature convs
 (``motion_layer``) get no gradient (the argmax motion search is not differentiable, as in the
 official model) and keep their seeded random init.
@@ -18,10 +19,11 @@ official model) and keep their seeded random init.
 Writes ``<out>/mtu_demo.pth`` (torch.save of the raw official-format state_dict, loadable with
 ``torch.load(weights_only=True)`` and ``vdeblur.models.load_checkpoint``) and
 ``<out>/training_log.json`` (settings, loss and held-out PSNR over time, final evaluation with
-run_clip at 320x180). Everything is seeded; on the same machine and thread count a rerun gives the
+run_clip at 320x180; ``colour_check``: the mean brightness change on still clips of the colour
+photographs, in 8-bit levels). Everything is seeded; on the same machine and thread count a rerun gives the
 same weights (oneDNN kernels may differ in the last bits across CPUs and thread counts).
 
-    python scripts/train_demo.py                       # the bundled checkpoint (41 min, 1 thread)
+    python scripts/train_demo.py                       # the bundled checkpoint (75 min, 1 thread)
     python scripts/train_demo.py --iterations 20 --out /tmp/demo   # a quick smoke run
 
 Threads: on a shared 2-core machine one intra-op thread measured ~4x faster than two (other jobs

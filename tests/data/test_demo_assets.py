@@ -43,16 +43,22 @@ def test_checkpoint_is_a_raw_official_state_dict() -> None:
     assert log["final_eval"]["gain_db"] > 0.0
 
 
-@pytest.mark.slow
-def test_checkpoint_meets_the_1_db_bar() -> None:
-    """Measure the bundled model on the held-out evaluation clips (the training script's protocol:
-    2 clips per held-out photograph, 8 frames at 320x180, run_clip), not the log's claim."""
+def _train_demo() -> object:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("train_demo", REPO / "scripts" / "train_demo.py")
     assert spec is not None and spec.loader is not None
     train_demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train_demo)
+    return train_demo
+
+
+@pytest.mark.slow
+def test_checkpoint_beats_the_previous_one() -> None:
+    """Measure the bundled model on the held-out evaluation clips (the training script's protocol:
+    2 clips per held-out photograph, 8 frames at 320x180, run_clip), not the log's claim. The
+    checkpoint it replaced gained +1.04 dB there."""
+    train_demo = _train_demo()
     from vdeblur.data import demo_sources
 
     assets = demo_assets()
@@ -63,8 +69,24 @@ def test_checkpoint_meets_the_1_db_bar() -> None:
     measured = train_demo.evaluate(model, clips)
     logged = json.loads(assets.training_log.read_text())["final_eval"]
     print(f"\nheld-out gain: measured {measured['gain_db']:.3f} dB, logged {logged['gain_db']:.3f} dB")
-    assert measured["gain_db"] >= 1.0
+    assert measured["gain_db"] > 1.04 + 0.1
     assert measured["gain_db"] == pytest.approx(logged["gain_db"], abs=0.05)  # the log tells the truth
+
+
+def test_checkpoint_keeps_colour_on_sharp_footage() -> None:
+    """On sharp footage (a still camera: nothing to deblur) the mean brightness stays within half a
+    level of the input, on the held-out photographs (measured here, and as the log says)."""
+    from vdeblur.data import natural_images
+
+    assets = demo_assets()
+    model = create(assets.preset).eval()
+    load_checkpoint(model, assets.checkpoint)
+    held = [(n, img) for n, img in natural_images() if n in ("coffee", "rocket")]
+    colour = _train_demo().colour_check(model, held, frames=3, height=96, width=160)
+    print(f"\nmean brightness change on sharp clips: {colour['images']}")
+    assert colour["max_abs_mean_levels"] < 0.5
+    logged = json.loads(assets.training_log.read_text())["colour_check"]
+    assert logged["max_abs_mean_levels"] < 0.5
 
 
 def test_clip_decodes_and_matches_metadata() -> None:

@@ -55,7 +55,7 @@ def test_mp4_in_mp4_out(mtu_artifact: Path, mp4: Path, tmp_path: Path) -> None:
     # the source's colour (untagged SD: BT.601, assumed), written as explicit tags
     assert summary["color_in"]["names"]["matrix"] == "smpte170m"
     assert summary["color_out"]["names"] == summary["color_in"]["names"]
-    assert summary["color_out"]["assumed"] is summary["color_in"]["assumed"]
+    assert summary["color_out"]["assumed"] is False  # the output carries explicit tags
     assert summary["graph"]["file"] == "model.onnx" and summary["output_fps"] == pytest.approx(24.0)
     assert probe_fps(out) == pytest.approx(24.0)
     decoded = list(iter_frames(out))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -601,6 +601,7 @@ class FrameSink:
                 stream.options = {"crf": str(self.crf), "preset": "medium"}
             if self.color is None or self.color.matrix not in _SWS_MATRIX:
                 self.color = Color.for_size(frame.shape[1], frame.shape[0])
+            self.color = replace(self.color, assumed=False)  # written as explicit tags
             ctx = stream.codec_context
             ctx.colorspace, ctx.color_primaries = self.color.matrix, self.color.primaries
             ctx.color_trc, ctx.color_range = self.color.transfer, self.color.range
