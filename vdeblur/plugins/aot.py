@@ -7,9 +7,17 @@ constexprs); :func:`compile_kernel` compiles any ``@triton.jit`` kernel for a gi
 on any machine (Triton ships the NVIDIA back end and ptxas), and reads the register and spill counts
 from ``ptxas -v`` for the op cards.
 
-Triton appends hidden pointer parameters (global and profile scratch) to every kernel. TensorRT
-launches AOT kernels with the declared parameters only, so a kernel that needs scratch memory
-cannot be used: :func:`compile_kernel` refuses it.
+TensorRT's AOT launch passes exactly: one device pointer per plugin input, one 32-bit int per extra
+scalar (``SymInt32``), one device pointer per plugin output (tensorrt/plugin/_lib.py, ``aot_impl``:
+"extra_args ... located after the tensor inputs and before the tensor outputs"). Triton 3.x
+appends hidden pointer parameters to every kernel it compiles (global scratch, and in the versions
+this package supports, >= 3.5, profile scratch too), which its own launchers fill with NULL when
+unused; Triton has no option to leave them out, and TensorRT cannot pass them (its extra arguments
+are 32-bit ints, placed before the outputs). So
+:func:`compile_kernel` makes the PTX right by construction: it refuses a kernel that needs scratch
+memory, checks that the trailing hidden parameters are pointers the kernel body never reads, and
+removes them from the ``.entry`` declaration (ptxas then assembles the PTX as TensorRT gets it).
+:func:`compile_op` checks the resulting parameter list against :func:`trt_launch_args`.
 """
 
 from __future__ import annotations
@@ -37,6 +45,26 @@ _COMPILED: dict[tuple[Any, ...], CompiledKernel] = {}
 
 
 @dataclass(frozen=True)
+class PtxParam:
+    """One parameter of a PTX ``.entry``: its name, its type ("u64", "u32"...) and whether it is
+    declared a pointer (``.ptr``)."""
+
+    name: str
+    type: str
+    pointer: bool
+
+    @property
+    def kind(self) -> str:
+        """What a launch must pass for it: "ptr" (a 64-bit device pointer), "i32" (a 32-bit int), or
+        the PTX type for anything else."""
+        if self.type in ("u64", "b64", "s64") and self.pointer:
+            return "ptr"
+        if self.type in ("u32", "b32", "s32"):
+            return "i32"
+        return self.type
+
+
+@dataclass(frozen=True)
 class CompiledKernel:
     """A kernel compiled to PTX for one GPU architecture, with what ptxas reports about it."""
 
@@ -53,6 +81,11 @@ class CompiledKernel:
     def block_x(self) -> int:
         return self.num_warps * 32
 
+    @property
+    def params(self) -> list[PtxParam]:
+        """The parameters the PTX ``.entry`` of this kernel declares, in order."""
+        return ptx_entry_params(self.ptx, self.name)
+
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("ptx")
@@ -68,10 +101,31 @@ def triton_dtype(dtype: str) -> str:
         raise ExportError(f"aot: dtype {dtype!r} is not supported. Expected one of {sorted(_TRITON_DTYPES)}.") from None
 
 
+def trt_launch_args(spec: OpSpec) -> list[tuple[str, str]]:
+    """What TensorRT's AOT launch of op ``spec``'s kernel passes, in order, as (kind, source) pairs:
+    ("ptr", "input <name>") per input, ("i32", "scalar <input>.<letter>") per launch-plan scalar
+    (qdp.py returns them as ``SymInt32``), ("ptr", "output <name>") per output."""
+    return ([("ptr", f"input {i.name}") for i in spec.inputs]
+            + [("i32", f"scalar {s}") for s in spec.launch.scalars]
+            + [("ptr", f"output {o.name}") for o in spec.outputs])
+
+
+def check_trt_launch(spec: OpSpec, kernel: CompiledKernel) -> None:
+    """ExportError unless ``kernel``'s PTX declares exactly the parameters TensorRT passes."""
+    declared = [p.kind for p in kernel.params]
+    passed = trt_launch_args(spec)
+    if declared != [kind for kind, _ in passed]:
+        raise ExportError(
+            f"aot: kernel {kernel.name} for sm_{kernel.arch} declares parameters {declared}. Expected exactly "
+            f"what TensorRT's AOT launch passes: {[f'{kind} ({src})' for kind, src in passed]}."
+        )
+
+
 def compile_op(spec: OpSpec, dtype: str, attrs: Mapping[str, Any], arch: int = 90) -> CompiledKernel:
     """PTX of op ``spec``'s kernel for ``sm_<arch>`` and inputs of ``dtype`` ('float32' | 'float16'),
     with the attributes baked in. Kernel parameters: one pointer per input, the launch plan's int
-    scalars, one pointer per output (TensorRT's AOT order), then the constexprs.
+    scalars, one pointer per output (TensorRT's AOT order), then the constexprs. The PTX declares
+    exactly those parameters (:func:`check_trt_launch`), without Triton's hidden scratch pointers.
 
     Compiled once per process for each (kernel, launch plan, dtypes, attributes, target): TensorRT
     asks again for every plugin node of a graph, and a graph has many nodes of one op."""
@@ -95,7 +149,10 @@ def _compile_op(spec: OpSpec, dtype: str, values: dict[str, Any], arch: int) -> 
             f"parameters: {len(spec.inputs)} input pointers, scalars {list(spec.launch.scalars)}, "
             f"{len(spec.outputs)} output pointers."
         )
-    return compile_kernel(fn, dict(zip(names, types, strict=True)), constexprs, arch, num_warps=spec.launch.num_warps)
+    kernel = compile_kernel(fn, dict(zip(names, types, strict=True)), constexprs, arch,
+                            num_warps=spec.launch.num_warps)
+    check_trt_launch(spec, kernel)
+    return kernel
 
 
 def compile_kernel(
@@ -111,6 +168,10 @@ def compile_kernel(
 
     signature: parameter name -> Triton type ("*fp32", "i32"...), in kernel order, without the
     constexprs; constexprs: name -> value (the op attributes baked into the kernel).
+
+    The PTX's ``.entry`` declares exactly the signature's parameters: Triton's hidden trailing scratch
+    pointers are removed (:func:`drop_hidden_params`), so a launch that passes the signature's
+    arguments and nothing else (TensorRT's AOT launch) matches it.
     """
     if arch not in SUPPORTED_ARCHS:
         raise ExportError(f"aot: sm_{arch} is not a supported target. Expected one of {SUPPORTED_ARCHS}.")
@@ -134,15 +195,67 @@ def compile_kernel(
     if scratch or profile:
         raise ExportError(
             f"aot: kernel {md.name} needs {scratch} B of global scratch and {profile} B of profile scratch. "
-            "TensorRT AOT plugins cannot pass Triton's hidden scratch pointers; change the kernel."
+            "Expected a kernel without scratch memory (TensorRT's AOT launch cannot pass Triton's scratch pointers)."
         )
+    ptx = drop_hidden_params(k.asm["ptx"], md.name, signature)
     regs = stores = loads = None
     if resource_usage:
-        regs, stores, loads = ptxas_resource_usage(k.asm["ptx"], arch)
+        regs, stores, loads = ptxas_resource_usage(ptx, arch)
     return CompiledKernel(
-        name=md.name, ptx=k.asm["ptx"], arch=arch, num_warps=md.num_warps, shared_mem=md.shared,
+        name=md.name, ptx=ptx, arch=arch, num_warps=md.num_warps, shared_mem=md.shared,
         registers=regs, spill_stores=stores, spill_loads=loads,
     )
+
+
+_ENTRY = r"\.entry\s+{name}\s*\(([^)]*)\)"
+_PTX_TYPES = {f"{k}{n}" for k in "usbf" for n in (8, 16, 32, 64)} | {"pred"}
+
+
+def _entry(ptx: str, name: str) -> re.Match[str]:
+    m = re.search(_ENTRY.format(name=re.escape(name)), ptx)
+    if m is None:
+        raise ExportError(f"aot: the PTX has no .entry {name}. Expected Triton's kernel entry point.")
+    return m
+
+
+def ptx_entry_params(ptx: str, name: str) -> list[PtxParam]:
+    """The parameters of ``.entry <name>(...)`` in ``ptx``, in order."""
+    params = []
+    for decl in filter(str.strip, _entry(ptx, name).group(1).split(",")):
+        tokens = decl.split()
+        types = [t[1:] for t in tokens[1:-1] if t[1:] in _PTX_TYPES]
+        if tokens[0] != ".param" or len(types) != 1:
+            raise ExportError(f"aot: .entry {name} declares {decl.strip()!r}. Expected '.param .<type> ... <name>'.")
+        params.append(PtxParam(name=tokens[-1], type=types[0], pointer=".ptr" in tokens))
+    return params
+
+
+_TRITON_KINDS = {"i32": "i32", "u32": "i32"}
+
+
+def drop_hidden_params(ptx: str, name: str, signature: Mapping[str, str]) -> str:
+    """``ptx`` with the parameters Triton appends after ``signature``'s (global and profile scratch
+    pointers) removed from ``.entry <name>``, once checked to be pointers the body never reads.
+
+    ExportError when the declared parameters do not start with the signature's (a pointer per
+    ``*<type>``, a 32-bit int per ``i32``), or when a hidden parameter is used."""
+    params = ptx_entry_params(ptx, name)
+    wanted = ["ptr" if t.startswith("*") else _TRITON_KINDS.get(t, t) for t in signature.values()]
+    got = [p.kind for p in params[:len(wanted)]]
+    if got != wanted:
+        raise ExportError(f"aot: .entry {name} declares {[p.kind for p in params]}. Expected the signature's "
+                          f"{wanted} ({list(signature)}) followed only by Triton's scratch pointers.")
+    hidden = params[len(wanted):]
+    m = _entry(ptx, name)
+    body = ptx[m.end():]
+    for p in hidden:
+        if p.kind != "ptr" or re.search(rf"\b{re.escape(p.name)}\b", body):
+            raise ExportError(f"aot: .entry {name} uses its trailing parameter {p.name} ({p.type}). Expected "
+                              "Triton's hidden scratch pointers to be unused (TensorRT cannot pass them).")
+    if not hidden:
+        return ptx
+    kept = [d for d in m.group(1).split(",") if d.strip()][:len(wanted)]
+    return ptx[:m.start(1)] + ",".join(kept).rstrip() + "\n" + ptx[m.end(1):]
 
 
 def ptxas_resource_usage(ptx: str, arch: int) -> tuple[int | None, int | None, int | None]:

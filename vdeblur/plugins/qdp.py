@@ -10,7 +10,10 @@ Registration is idempotent: a plugin already registered in this process is left 
 
 Everything the plugin functions compute is in tensorrt-free code (the spec, aot.py), tested
 without TensorRT; the functions themselves are tested against a stand-in of ``tensorrt.plugin``
-that checks what the real one checks.
+that checks what the real one checks, and through TensorRT's own ``tensorrt.plugin`` Python code
+(the tensorrt-cu13-bindings wheel) over a stand-in of its compiled core module
+(tests/plugins/test_trt_registration.py says what that covers). The kernel's PTX declares exactly
+the arguments TensorRT's AOT launch passes (:func:`vdeblur.plugins.aot.check_trt_launch`).
 """
 
 from __future__ import annotations
@@ -37,18 +40,31 @@ def import_trtp() -> tuple[Any, Any]:
 
 
 def register(spec: OpSpec) -> None:
-    """Register op ``spec``'s plugin with TensorRT (needs the [tensorrt] extra); again: a no-op."""
-    trt, trtp = import_trtp()
-    namespace, name = spec.id.split("::")
-    known = getattr(getattr(trtp, "op", None), namespace, None)
-    if spec.id in _REGISTERED or (known is not None and hasattr(known, name)):
-        _REGISTERED.add(spec.id)
+    """Register op ``spec``'s plugin with TensorRT (needs the [tensorrt] extra); again: a no-op.
+
+    ``tensorrt.plugin.register`` is called at most once per id and process: it raises ValueError on
+    a second call (tensorrt/plugin/_lib.py). An id that ``tensorrt.plugin`` already knows (registered
+    by an earlier import of this module under another name, say) is not registered again; if an
+    earlier attempt stopped between ``register`` and ``aot_impl``, the missing parts are added."""
+    if spec.id in _REGISTERED:
         return
+    trt, trtp = import_trtp()
     describe, tune, aot_impl = plugin_functions(spec, trt, trtp)
-    trtp.register(spec.id)(describe)
-    trtp.autotune(spec.id)(tune)
-    trtp.aot_impl(spec.id)(aot_impl)
+    known = registered_definition(trtp, spec.id)
+    if known is None:
+        trtp.register(spec.id)(describe)
+    if known is None or getattr(known, "autotune_func", tune) is None:
+        trtp.autotune(spec.id)(tune)
+    if known is None or getattr(known, "aot_impl_func", aot_impl) is None:
+        trtp.aot_impl(spec.id)(aot_impl)
     _REGISTERED.add(spec.id)
+
+
+def registered_definition(trtp: Any, plugin_id: str) -> Any:
+    """The definition ``tensorrt.plugin`` holds for ``plugin_id`` (``trtp.op.<namespace>.<name>``), or
+    None. ``trtp.op`` and its namespaces raise AttributeError for unknown names."""
+    namespace, name = plugin_id.split("::")
+    return getattr(getattr(getattr(trtp, "op", None), namespace, None), name, None)
 
 
 def plugin_functions(spec: OpSpec, trt: Any, trtp: Any) -> tuple[Any, Any, Any]:
