@@ -11,8 +11,9 @@ Recipe (the defaults; chosen from short trial runs on this machine): mtu2, batch
 frames, 64x64 crops (resampled when featureless), camera speed 1.5-7 px/frame, source scale
 0.7-1.5, quarter turns, tone jitter, 10 % still-camera clips (blurry == sharp, to keep sharp footage
 and its colour), MSE loss, Adam 5e-4 with warm-up and cosine decay over 3000 iterations, output
-conv zero-initialised (the model is residual, so training starts from the identity). Charbonnier/L1 and the default output init stayed
-at the identity for hundreds of iterations in those trials. The motion-feature convs
+conv zero-initialised (the model is residual, so training starts from the identity).
+Charbonnier/L1 and the default output init stayed at the identity for hundreds of iterations in
+those trials. The motion-feature convs
 (``motion_layer``) get no gradient (the argmax motion search is not differentiable, as in the
 official model) and keep their seeded random init.
 
