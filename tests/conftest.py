@@ -74,3 +74,31 @@ def mmprnn_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runtime") / "mmprnn"
     export_artifact("mmprnn_a3b4c16", out, overrides=MMPRNN, height=32, width=48, frames=3)
     return out
+
+
+@pytest.fixture(scope="session")
+def calibration_pngs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six 40x56 PNG frames of a moving texture (int8 calibration as the CLI reads it)."""
+    import numpy as np
+
+    from vdeblur.data.texture import moving_texture
+    from vdeblur.runtime.video import encode_png
+
+    folder = tmp_path_factory.mktemp("calib")
+    for i, f in enumerate(moving_texture(6, 40, 56, seed=5)):
+        (folder / f"{i:03d}.png").write_bytes(encode_png((f.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mtu_all_precisions(tmp_path_factory: pytest.TempPathFactory, calibration_pngs: Path) -> tuple[Path, dict]:
+    """(artifact, export report) of a tiny mtu2 with trt and portable graphs in fp32, fp16, int8 and bf16
+    (exported once: the export tests check it, the TensorRT-RTX build tests build every graph of it).
+    Tests that write into it (engines) must work on a copy."""
+    from vdeblur.export.artifact import export_artifact
+    from vdeblur.runtime.video import load_calibration
+
+    out = tmp_path_factory.mktemp("mtu_all") / "art"
+    report = export_artifact("mtu2", out, overrides=MTU, plugins="trt", precisions=["fp16", "int8", "bf16"],
+                             calibration=load_calibration(calibration_pngs, 40, 56), height=40, width=56, frames=5)
+    return out, report

@@ -30,6 +30,9 @@ EXCEPTIONS = {
     # registration entry point of vdeblur.plugins is torch-free.
     ("build/tensorrt.py", "plugins"),
     ("runtime/backends/tensorrt", "plugins"),
+    # TensorRT-RTX likewise (its IPluginV3 creators, and the library loader that makes its parser work).
+    ("build/tensorrt_rtx.py", "plugins"),
+    ("runtime/backends/tensorrt_rtx", "plugins"),
 }
 APPS = {"cli", "demo", "bench", "__main__"}
 

@@ -137,7 +137,8 @@ def _cmd_build(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from vdeblur.build import build
 
     result = build(args.artifact, args.backend, precision=args.precision, shapes=args.shapes,
-                   dry_run=args.dry_run, progress=_ProgressBar(not args.json))
+                   dry_run=args.dry_run, progress=_ProgressBar(not args.json), lowering=args.lowering,
+                   compute_capability=args.compute_capability)
     if result.get("fallback"):
         _warn(f"{args.precision}: {result['fallback']['reason']}; the engine uses {result['fallback']['uses']}.")
     if (result.get("int8") or {}).get("note"):
@@ -210,7 +211,8 @@ def _cmd_bench(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", help="artifact directory, or a model (preset/family) exported with random weights")
-    p.add_argument("--backends", default="torch,onnxruntime", help="comma list (default torch,onnxruntime)")
+    p.add_argument("--backends", default="torch,onnxruntime",
+                   help="comma list of torch, onnxruntime, tensorrt, tensorrt-rtx (default torch,onnxruntime)")
     p.add_argument("--precisions", default="fp32", help="comma list of fp32,fp16,bf16,int8,fp8 (default fp32)")
     p.add_argument("--height", type=int, default=360, help="frame height (default 360)")
     p.add_argument("--width", type=int, default=640, help="frame width (default 640)")
@@ -254,7 +256,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="video file (mp4/mkv/avi/mov) or folder of images")
     p.add_argument("output", help="video file (mp4/mov/mkv/avi: H.264, webm: VP9; same frame rate) or a folder "
                                   "for PNG frames, written with a trailing '/'")
-    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="onnxruntime")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt", "tensorrt-rtx"), default="onnxruntime")
     p.add_argument("--precision", default="fp32", help="graph of the artifact to run (default fp32)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--start", type=float, default=0.0, help="seconds of the input to skip (default 0)")
@@ -266,7 +268,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 def _add_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", help="artifact directory written by `vdeblur export`")
-    p.add_argument("--backends", default="torch,onnxruntime", help="comma list (default torch,onnxruntime)")
+    p.add_argument("--backends", default="torch,onnxruntime",
+                   help="comma list of torch, onnxruntime, tensorrt, tensorrt-rtx (default torch,onnxruntime)")
     p.add_argument("--precision", default="fp32", help="graph of the artifact for non-torch backends")
     p.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
     p.add_argument("--height", type=int, help="frame height (default 128, or the input's)")
@@ -296,9 +299,16 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 def _add_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", help="artifact directory written by `vdeblur export`")
-    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), required=True)
+    p.add_argument("--backend", choices=("onnxruntime", "tensorrt", "tensorrt-rtx"), required=True,
+                   help="tensorrt: built on the data-center GPU it is for; tensorrt-rtx: for RTX GPUs, on any machine")
     p.add_argument("--precision", default="fp32", help="which graph of the artifact (default fp32)")
-    p.add_argument("--shapes", help="optimisation profile min:opt:max as HxW:HxW:HxW (TensorRT)")
+    p.add_argument("--shapes", help="optimisation profile min:opt:max as HxW:HxW:HxW (TensorRT, TensorRT-RTX)")
+    p.add_argument("--compute-capability", metavar="CC[,CC...]",
+                   help="TensorRT-RTX target GPUs, e.g. 8.6,8.9 (of 7.5, 8.0, 8.6, 8.9, 12.0, 12.1; default: "
+                        "TensorRT-RTX's portable set 8.0, 8.6, 8.9, 12.0)")
+    p.add_argument("--lowering", choices=("trt", "portable"),
+                   help="graph to build (default: portable for onnxruntime; trt for tensorrt; trt for tensorrt-rtx "
+                        "where the artifact has it, else portable)")
     p.add_argument("--dry-run", action="store_true", help="print the build plan without building")
 
 

@@ -214,24 +214,8 @@ def test_cli_export_json(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "malformed. Expected key=value" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.fixture(scope="module")
-def calibration_pngs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import numpy as np
-
-    from vdeblur.data.texture import moving_texture
-    from vdeblur.runtime.video import encode_png
-
-    folder = tmp_path_factory.mktemp("calib")
-    for i, f in enumerate(moving_texture(6, 40, 56, seed=5)):
-        (folder / f"{i:03d}.png").write_bytes(encode_png((f.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)))
-    return folder
-
-
-def test_precision_variants_are_validated(tmp_path: Path, calibration_pngs: Path) -> None:
-    out = tmp_path / "art"
-    report = export_artifact("mtu2", out, overrides=MTU, plugins="trt", precisions=["fp16", "int8", "bf16"],
-                             calibration=load_calibration(calibration_pngs, SIZE["height"], SIZE["width"]),
-                             **SIZE)
+def test_precision_variants_are_validated(mtu_all_precisions: tuple[Path, dict]) -> None:
+    out, report = mtu_all_precisions  # fp16, int8, bf16, from the PNG calibration frames (tests/conftest.py)
     m = manifest_mod.read(out)
     have = {(g.precision, g.lowering) for g in m.graphs}
     assert have == {("fp32", "portable"), ("fp32", "trt"), ("fp16", "portable"), ("fp16", "trt"),

@@ -250,9 +250,12 @@ def plan_tensorrt(directory: Path, precision: str, entry: Any, onnx_path: Path, 
 
 
 class _Log:
-    """A TensorRT logger that keeps the errors for our messages (created inside build_tensorrt)."""
+    """A TensorRT logger that keeps the errors for our messages (created inside the build).
 
-    def __init__(self, trt: Any) -> None:
+    name: how its lines are prefixed on stderr; quiet: substrings of messages that are neither
+    printed nor kept (TensorRT-RTX reports the missing CUDA driver of a CPU-only build as errors)."""
+
+    def __init__(self, trt: Any, name: str = "TensorRT", quiet: Sequence[str] = ()) -> None:
         outer = self
 
         class Logger(trt.ILogger):  # type: ignore[misc, name-defined]
@@ -260,11 +263,13 @@ class _Log:
                 trt.ILogger.__init__(self)
 
             def log(self, severity: Any, msg: str) -> None:
+                if any(q in msg for q in quiet):
+                    return
                 s = trt.ILogger.Severity
                 if severity in (s.INTERNAL_ERROR, s.ERROR):
                     outer.errors.append(msg)
                 if severity in (s.INTERNAL_ERROR, s.ERROR, s.WARNING):
-                    print(f"[TensorRT] {msg}", file=sys.stderr)
+                    print(f"[{name}] {msg}", file=sys.stderr)
 
         self.errors: list[str] = []
         self.logger = Logger()
@@ -287,13 +292,275 @@ def register_plugins_once() -> None:
         _PLUGINS_REGISTERED = True
 
 
+@dataclass
+class Compiled:
+    """What :func:`compile_engine` returns: the serialized engine, the inputs set in the profile,
+    the builder config (for its timing cache), timings in seconds and notes."""
+
+    data: bytes
+    dynamic: list[str]
+    config: Any
+    timings: dict[str, float]
+    notes: list[str]
+
+
+def compile_engine(trt: Any, log: _Log, p: BuildPlan, report: Progress, *, network_flags: int,
+                   builder_flags: Sequence[str] = (), register: Callable[[], None] | None = None,
+                   configure: Callable[[Any], None] | None = None, timing_path: Path | None = None,
+                   onnx_bytes: bytes | None = None, what: str = "TensorRT") -> Compiled:
+    """Parse ``p.onnx`` and build a serialized engine with one optimisation profile: the steps the
+    TensorRT and TensorRT-RTX builds share (TENSORRT.md, "Builder"); ``trt`` is either module.
+
+    register: registers the plugin creators before parsing; configure(config): backend settings
+    (TensorRT-RTX: the target compute capabilities); timing_path: a timing cache to load (None:
+    none); onnx_bytes: the graph to parse instead of the file (a rewritten copy; the file's
+    directory still resolves external data). The parsed network's inputs must take the plan's
+    profiles, its outputs must be the manifest's."""
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    report("parsing the ONNX graph", 0.05)
+    t = time.perf_counter()
+    if register is not None:
+        register()
+    builder = trt.Builder(log.logger)
+    network = builder.create_network(network_flags)
+    parser = trt.OnnxParser(network, log.logger)
+    ok = (parser.parse(onnx_bytes, str(p.onnx)) if onnx_bytes is not None else parser.parse_from_file(str(p.onnx)))
+    if not ok:
+        raise ExportError(format_parser_errors([parser.get_error(i) for i in range(parser.num_errors)], p.onnx))
+    declared = {}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        declared[tensor.name] = [int(d) for d in tensor.shape]
+    dynamic = dynamic_inputs(p.profiles, declared, f"{p.onnx} (as parsed by {what})")
+    outputs = [network.get_output(i).name for i in range(network.num_outputs)]
+    man = manifest_mod.read(p.artifact)
+    if sorted(outputs) != sorted(man.interface["output_names"]):
+        raise BackendError(f"{p.onnx}: the network's outputs are {outputs}. Expected {man.interface['output_names']} "
+                           "(the manifest's output_names); re-export the artifact.")
+    timings["parse"] = round(time.perf_counter() - t, 3)
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(p.workspace_bytes or DEFAULT_WORKSPACE))
+    config.builder_optimization_level = int(p.optimization_level)
+    for name in builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if configure is not None:
+        configure(config)
+    profile = builder.create_optimization_profile()
+    for name in dynamic:
+        shapes = p.profiles[name]
+        profile.set_shape(name, tuple(shapes["min"]), tuple(shapes["opt"]), tuple(shapes["max"]))
+    if config.add_optimization_profile(profile) < 0:
+        raise BackendError(f"{p.onnx}: {what} rejected the optimisation profile ({log.last()}). "
+                           f"Expected min <= opt <= max shapes for {', '.join(dynamic)}; check --shapes.")
+    if timing_path is not None:
+        blob = timing_path.read_bytes() if timing_path.is_file() else b""
+        timing = config.create_timing_cache(blob)
+        if not config.set_timing_cache(timing, ignore_mismatch=False):
+            notes.append(f"{timing_path} was made for another GPU or TensorRT: started a new one")
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+    report(f"building the {what} engine", 0.15)
+    t = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError(f"{p.onnx}: {what} could not build the engine ({log.last()}). "
+                           f"Expected a graph of supported layers and vdeblur plugins; see the {what} log above.")
+    timings["build"] = round(time.perf_counter() - t, 3)
+    return Compiled(bytes(serialized), dynamic, config, timings, notes)
+
+
+def fold_int32_dequantize(model: Any) -> int:
+    """Replace every DequantizeLinear of an INT32 constant in an ``onnx.ModelProto`` by its float
+    value (in place); returns how many.
+
+    ONNX Runtime's static quantizer writes Conv biases as INT32 constants behind DequantizeLinear;
+    TensorRT's DequantizeLinear takes int8/uint8/fp8/int4 inputs only and rejects the graph. The
+    folded constant is exactly what the node computes: ``(x - zero_point) * scale`` (per tensor, or
+    per channel along ``axis``), in the scale's type."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes, folded, candidates = [], [], set()
+    for node in model.graph.node:
+        x = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" and node.input else None
+        if x is None or x.data_type != TensorProto.INT32 or not all(n in inits for n in node.input if n):
+            nodes.append(node)
+            continue
+        value = numpy_helper.to_array(x).astype(np.float64)
+        scale = numpy_helper.to_array(inits[node.input[1]])
+        zero = (numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
+                if len(node.input) > 2 and node.input[2] else np.zeros(scale.shape))
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        scale_b, zero_b = scale.astype(np.float64), zero
+        if scale.ndim == 1 and value.ndim > 0 and scale.size > 1:
+            shape = [1] * value.ndim
+            shape[axis % value.ndim] = scale.size
+            scale_b, zero_b = scale_b.reshape(shape), zero.reshape(shape)
+        candidates.update(n for n in node.input if n)
+        folded.append(numpy_helper.from_array(((value - zero_b) * scale_b).astype(scale.dtype), node.output[0]))
+    if folded:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        used = {n for node in nodes for n in node.input} | {o.name for o in model.graph.output}
+        keep = [i for i in model.graph.initializer if i.name not in candidates or i.name in used]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep + folded)
+    return len(folded)
+
+
+def symmetric_activations(model: Any) -> int:
+    """Make the uint8 (asymmetric) Q/DQ pairs of an ``onnx.ModelProto`` symmetric int8 (in place);
+    returns how many nodes changed.
+
+    TensorRT quantizes with zero point 0 only (it rejects a non-zero one); ONNX Runtime's int8
+    variant has uint8 activations with zero points (fast on x86 CPUs). The same calibrated range
+    [(0 - zp) * s, (255 - zp) * s] is kept, quantized symmetrically: scale ``s * max(zp, 255 - zp) / 127``
+    and an int8 zero point 0, so a one-sided range loses up to one bit of resolution. The result is
+    an int8 graph for TensorRT that differs from the validated variant."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    made: dict[tuple[str, str], tuple[str, str]] = {}
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        scale_name, zero_name = node.input[1], node.input[2]
+        zero_init, scale_init = inits.get(zero_name), inits.get(scale_name)
+        if zero_init is None or scale_init is None or zero_init.data_type != TensorProto.UINT8:
+            continue
+        if (scale_name, zero_name) not in made:
+            zero = numpy_helper.to_array(zero_init).astype(np.float64)
+            scale = numpy_helper.to_array(scale_init)
+            new_scale = (scale.astype(np.float64) * np.maximum(zero, 255.0 - zero) / 127.0).astype(scale.dtype)
+            names = (f"{scale_name}__int8_symmetric", f"{zero_name}__int8_symmetric")
+            model.graph.initializer.extend([numpy_helper.from_array(new_scale, names[0]),
+                                            numpy_helper.from_array(np.zeros(zero.shape, np.int8), names[1])])
+            made[(scale_name, zero_name)] = names
+        node.input[1], node.input[2] = made[(scale_name, zero_name)]
+        changed += 1
+    if changed:
+        used = {n for node in model.graph.node for n in node.input}
+        old = {n for pair in made for n in pair}
+        keep = [i for i in model.graph.initializer if i.name not in old or i.name in used]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
+    return changed
+
+
+GraphRewrite = Callable[[Any], int]
+
+
+def rewrite_graph(onnx_path: str | Path, rewrites: Sequence[tuple[GraphRewrite, str]]
+                  ) -> tuple[bytes | None, list[str]]:
+    """(the serialized graph after ``rewrites``, or None when none changed anything; one note per
+    rewrite that did, ``"<count> <what>"``). rewrites: (function on the ModelProto returning how
+    many nodes it changed, what it does)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    notes = []
+    for fn, what in rewrites:
+        count = fn(model)
+        if count:
+            notes.append(f"{count} {what}")
+    return (model.SerializeToString() if notes else None), notes
+
+
+REWRITE_CHECK_FRAMES = 4  # frames after the warm-up of the fidelity check of a rewritten graph
+
+
+def rewritten_fidelity(p: BuildPlan, onnx_bytes: bytes) -> dict[str, Any]:
+    """What the rewrite did to the numbers, measured: the rewritten graph against the artifact's fp32
+    graph on the same frames (:func:`vdeblur.contract.driver.drive` over ONNX Runtime, Q/DQ computed
+    in float so that the CPU's integer kernels do not enter), judged by the precision's variant bar
+    (:data:`vdeblur.contract.precision.VARIANT_BARS`) like the export judged the graph it wrote.
+    Raises BackendError, writing nothing, when it falls short. Only portable graphs run in ONNX
+    Runtime: for a trt-lowered graph the result says it was not measured."""
+    from vdeblur.contract.driver import drive, session_stepper
+    from vdeblur.contract.interface import StepSpec
+    from vdeblur.contract.precision import DISABLE_QDQ, VARIANT_BARS, frame_metrics
+    from vdeblur.data.texture import moving_texture
+
+    if p.lowering != "portable":
+        return {"measured": False, "why": "a trt-lowered graph does not run in ONNX Runtime"}
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise missing_dependency("onnxruntime", "dev", "checking a rewritten int8 graph") from e
+    man = manifest_mod.read(p.artifact)
+    spec = man.spec()
+    assert isinstance(spec, StepSpec)
+    h, w = p.shapes["min"]
+    frames = moving_texture(spec.lookahead + REWRITE_CHECK_FRAMES, h, w, seed=11)[None]
+
+    def session(model: str | bytes, float_qdq: bool) -> Any:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if float_qdq:
+            opts.add_session_config_entry(DISABLE_QDQ, "1")
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+    want = drive(session_stepper(session(str(Path(p.artifact) / man.graph("fp32", "portable").file), False), spec),
+                 spec, frames)
+    got = drive(session_stepper(session(onnx_bytes, True), spec), spec, frames)
+    metrics = frame_metrics(got, want)
+    bar = VARIANT_BARS.get(p.precision, VARIANT_BARS["int8"])
+    short = bar.check(metrics["psnr_db"], metrics["within_half_level"])
+    result = {"measured": True, "against": "the artifact's fp32 graph", "frames": int(frames.shape[1]),
+              "size": [h, w], **metrics, "bar": bar.to_dict(), "passed": short is None}
+    if short is not None:
+        raise BackendError(f"{p.onnx}: the {p.precision} graph rewritten for TensorRT falls short of its bar against "
+                           f"the fp32 graph ({short}). Expected the rewrite to keep the variant's fidelity; no engine "
+                           "was written. Re-export with another calibration, or build another precision.")
+    return result
+
+
+def check_rewrites(p: BuildPlan, onnx_bytes: bytes | None, notes: list[str]) -> dict[str, Any] | None:
+    """:func:`rewritten_fidelity` when a rewrite changed the numbers (symmetric activations), else None."""
+    if onnx_bytes is None or not any(SYMMETRIC_NOTE in n for n in notes):
+        return None
+    return rewritten_fidelity(p, onnx_bytes)
+
+
+SYMMETRIC_NOTE = "made symmetric int8"
+
+# The graph rewrites every TensorRT build applies (what TensorRT's ONNX parser rejects, made exact or said).
+TRT_REWRITES: tuple[tuple[GraphRewrite, str], ...] = (
+    (fold_int32_dequantize, "integer-bias DequantizeLinear nodes folded into float constants (TensorRT "
+                            "dequantizes int8/fp8 only; exact)"),
+    (symmetric_activations, "uint8 Q/DQ nodes made symmetric int8 over the same calibrated range (TensorRT has "
+                            "no zero points; this int8 engine is not the validated ONNX Runtime variant: the "
+                            "rewritten graph is measured against the fp32 graph, see rewrite_check)"),
+)
+
+
+def sidecar(p: BuildPlan, key: str, compiled: Compiled, **fields: Any) -> dict[str, Any]:
+    """The sidecar of an engine built from plan ``p`` (:mod:`vdeblur.contract.engines`), plus
+    ``fields`` (backend-specific: tensorrt version, gpu, flags...)."""
+    man = manifest_mod.read(p.artifact)
+    return {
+        "format_version": SIDECAR_FORMAT, "key": key,
+        "onnx": {"file": os.path.relpath(p.onnx, p.artifact), "sha256": p.onnx_sha256, "lowering": p.lowering},
+        "precision": p.precision, "shapes": p.shapes, "profiles": p.profiles, "dynamic_inputs": compiled.dynamic,
+        "inputs": man.interface["input_names"], "outputs": man.interface["output_names"],
+        "plugins": p.plugins, "workspace_bytes": p.workspace_bytes, "optimization_level": p.optimization_level,
+        "versions": p.versions, "build_s": compiled.timings["build"], "created": cache.now(), **fields,
+    }
+
+
 def build_tensorrt(p: BuildPlan, report: Progress) -> dict[str, Any]:
-    """The TensorRT calls (TENSORRT.md, "Builder"); everything they need is in the plan."""
+    """The TensorRT build (TENSORRT.md, "Builder"); everything it needs is in the plan."""
     trt = import_tensorrt()
     gpu, reason = probe_gpu()
     if gpu is None:
         raise BackendError(f"tensorrt: no NVIDIA GPU is visible ({reason}). Building a TensorRT engine needs an "
-                           "NVIDIA GPU with its driver; on this machine use --backend onnxruntime.")
+                           "NVIDIA GPU with its driver; on this machine use --backend onnxruntime, or "
+                           "--backend tensorrt-rtx (engines for RTX GPUs, built without one).")
     flags = trt_build_flags(trt, p.precision)
     names = {"network": list(flags.network), "builder": list(flags.builder)}
     key = cache_key(p.onnx_sha256, p.precision, [p.shapes[k] for k in SHAPE_NAMES], flags.version, gpu,
@@ -312,52 +579,17 @@ def build_tensorrt(p: BuildPlan, report: Progress) -> dict[str, Any]:
         result["cache_hit"] = True
         return result
 
-    timings = result["timings_s"]
     log = _Log(trt)
-    report("parsing the ONNX graph", 0.05)
-    t = time.perf_counter()
-    register_plugins_once()
-    builder = trt.Builder(log.logger)
-    network = builder.create_network(flags.network_bits(trt))
-    parser = trt.OnnxParser(network, log.logger)
-    if not parser.parse_from_file(p.onnx):
-        raise ExportError(format_parser_errors([parser.get_error(i) for i in range(parser.num_errors)], p.onnx))
-    declared = {}
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        declared[tensor.name] = [int(d) for d in tensor.shape]
-    dynamic = dynamic_inputs(p.profiles, declared, f"{p.onnx} (as parsed by TensorRT)")
-    timings["parse"] = round(time.perf_counter() - t, 3)
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(p.workspace_bytes or DEFAULT_WORKSPACE))
-    config.builder_optimization_level = int(p.optimization_level)
-    for name in flags.builder:
-        config.set_flag(getattr(trt.BuilderFlag, name))
-    profile = builder.create_optimization_profile()
-    for name in dynamic:
-        shapes = p.profiles[name]
-        profile.set_shape(name, tuple(shapes["min"]), tuple(shapes["opt"]), tuple(shapes["max"]))
-    if config.add_optimization_profile(profile) < 0:
-        raise BackendError(f"{p.onnx}: TensorRT rejected the optimisation profile ({log.last()}). "
-                           f"Expected min <= opt <= max shapes for {', '.join(dynamic)}; check --shapes.")
-    blob = timing_path.read_bytes() if timing_path.is_file() else b""
-    timing = config.create_timing_cache(blob)
-    if not config.set_timing_cache(timing, ignore_mismatch=False):
-        result["notes"].append(f"{timing_path} was made for another GPU or TensorRT: started a new one")
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
-
-    report("building the TensorRT engine", 0.15)
-    t = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise BackendError(f"{p.onnx}: TensorRT could not build the engine ({log.last()}). "
-                           "Expected a graph of supported layers and vdeblur plugins; see the TensorRT log above.")
-    timings["build"] = round(time.perf_counter() - t, 3)
-    data = bytes(serialized)
+    onnx_bytes, rewritten = rewrite_graph(p.onnx, TRT_REWRITES)
+    result["notes"] += rewritten
+    result["rewrite_check"] = check_rewrites(p, onnx_bytes, rewritten)
+    compiled = compile_engine(trt, log, p, report, network_flags=flags.network_bits(trt), builder_flags=flags.builder,
+                              register=register_plugins_once, timing_path=timing_path, onnx_bytes=onnx_bytes)
+    result["timings_s"].update(compiled.timings)
+    result["notes"] += compiled.notes
 
     report("checking the engine", 0.9)
-    engine = trt.Runtime(log.logger).deserialize_cuda_engine(data)
+    engine = trt.Runtime(log.logger).deserialize_cuda_engine(compiled.data)
     if engine is None:
         raise BackendError(f"{p.onnx}: the engine TensorRT just built does not deserialize ({log.last()}).")
     io = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -367,16 +599,8 @@ def build_tensorrt(p: BuildPlan, report: Progress) -> dict[str, Any]:
         raise BackendError(f"{p.onnx}: the engine's tensors are {io}. Expected {expected}.")
 
     report("writing", 0.95)
-    cache.write_timing_cache(timing_path, bytes(config.get_timing_cache().serialize()))
-    cache.write_engine(engine_path, sidecar_path, data, {
-        "format_version": SIDECAR_FORMAT, "key": key,
-        "onnx": {"file": os.path.relpath(p.onnx, p.artifact), "sha256": p.onnx_sha256, "lowering": p.lowering},
-        "precision": p.precision, "shapes": p.shapes, "profiles": p.profiles, "dynamic_inputs": dynamic,
-        "inputs": man.interface["input_names"], "outputs": man.interface["output_names"],
-        "plugins": p.plugins, "tensorrt": flags.version, "gpu": gpu, "flags": names,
-        "strongly_typed": flags.strongly_typed, "workspace_bytes": p.workspace_bytes,
-        "optimization_level": p.optimization_level, "versions": p.versions, "build_s": timings["build"],
-        "created": cache.now(),
-    })
+    cache.write_timing_cache(timing_path, bytes(compiled.config.get_timing_cache().serialize()))
+    cache.write_engine(engine_path, sidecar_path, compiled.data, sidecar(
+        p, key, compiled, tensorrt=flags.version, gpu=gpu, flags=names, strongly_typed=flags.strongly_typed,
+        rewrites=rewritten, rewrite_check=result["rewrite_check"]))
     return result
-

@@ -12,6 +12,8 @@ the artifact directory::
     engines/tensorrt/<precision>/<key>.json                 its sidecar (below), written last: an
                                                             engine without one is an interrupted build
     engines/tensorrt/timing.cache                           TensorRT's timing cache, for every precision
+    engines/tensorrt-rtx/<precision>/<key>.plan             a serialized TensorRT-RTX engine (built on any
+    engines/tensorrt-rtx/<precision>/<key>.json             machine for RTX GPUs), and its sidecar
 
 ``session.json`` (format 1): backend, precision, ``model`` (path relative to its directory: the
 optimised model, or the source graph after a fallback), model_sha256, ``source`` {file, sha256,
@@ -24,7 +26,9 @@ Sidecar (format 1): ``key`` (:func:`cache_key`), ``engine`` (file name), bytes a
 engine, ``onnx`` {file, sha256, lowering}, precision, ``shapes`` (padded min/opt/max frame sizes
 {"min": [h, w], ...}), profiles, dynamic_inputs, inputs, outputs, plugins, ``tensorrt`` (version),
 ``gpu`` {name, compute_capability}, flags, strongly_typed, workspace_bytes, optimization_level,
-versions, build_s, created.
+versions, build_s, created. A TensorRT-RTX sidecar has ``backend`` "tensorrt-rtx", ``tensorrt`` the
+TensorRT-RTX version, ``gpu`` None and ``compute_capabilities``: the GPU targets it was built for
+(:func:`parse_compute_capabilities`; TensorRT-RTX's default set when none were asked for).
 
 Profile sizes (``--shapes``, part of the cache key, read by the build and by the runtime's
 ``shapes=`` option): ``"HxW:HxW:HxW"`` min:opt:max frame sizes, or one ``"HxW"`` for a fixed size,
@@ -50,7 +54,14 @@ Size = tuple[int, int]
 Shapes = tuple[Size, Size, Size]
 
 ENGINES = "engines"
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnxruntime", "tensorrt", "tensorrt-rtx")
+TRT_BACKENDS = ("tensorrt", "tensorrt-rtx")  # the backends whose engines are <key>.plan + <key>.json sidecars
+# GPU targets of TensorRT-RTX engines (its ComputeCapability enum: SM75 ... SM121). Data-center GPUs
+# (9.0, 10.0) are not RTX targets: they use the tensorrt backend.
+RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+# What TensorRT-RTX builds for when no target is set (its documentation: 8.0, 8.6, 8.9, 12.0; Turing
+# only when asked for).
+RTX_DEFAULT_TARGETS = ("8.0", "8.6", "8.9", "12.0")
 ORT_MODEL = "model.optimized.onnx"
 ORT_SESSION = "session.json"
 TIMING_CACHE = "timing.cache"
@@ -73,15 +84,22 @@ def engine_dir(artifact: str | Path, backend: str, precision: str) -> Path:
     return Path(artifact) / ENGINES / backend / precision
 
 
-def timing_cache_path(artifact: str | Path) -> Path:
-    """``<artifact>/engines/tensorrt/timing.cache`` (tactic timings: shared by the precisions)."""
-    return Path(artifact) / ENGINES / "tensorrt" / TIMING_CACHE
+def timing_cache_path(artifact: str | Path, backend: str = "tensorrt") -> Path:
+    """``<artifact>/engines/<backend>/timing.cache`` (tactic timings: shared by the precisions)."""
+    return Path(artifact) / ENGINES / _trt_backend(backend) / TIMING_CACHE
 
 
-def engine_files(artifact: str | Path, precision: str, key: str) -> tuple[Path, Path]:
-    """(engine, sidecar) paths of the TensorRT engine with cache key ``key``."""
-    directory = engine_dir(artifact, "tensorrt", precision)
+def engine_files(artifact: str | Path, precision: str, key: str, backend: str = "tensorrt") -> tuple[Path, Path]:
+    """(engine, sidecar) paths of the ``backend`` ("tensorrt" | "tensorrt-rtx") engine with cache key ``key``."""
+    directory = engine_dir(artifact, _trt_backend(backend), precision)
     return directory / f"{key}.plan", directory / f"{key}.json"
+
+
+def _trt_backend(backend: str) -> str:
+    if backend not in TRT_BACKENDS:
+        raise UsageError(f"engine cache: backend {backend!r} has no engine files. Expected one of "
+                         f"{', '.join(TRT_BACKENDS)}.")
+    return backend
 
 
 def build_command(artifact: str | Path, backend: str, precision: str = "fp32", shapes: str | None = None) -> str:
@@ -174,6 +192,43 @@ def parse_shapes_with_notes(text: str | None, pad_multiple: int) -> tuple[Shapes
 
 
 # --------------------------------------------------------------------------------------------
+# TensorRT-RTX GPU targets (--compute-capability)
+# --------------------------------------------------------------------------------------------
+
+
+def parse_compute_capabilities(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"8.6,8.9"`` (or a list; "86", "sm86" and "sm_86" too) -> ("8.6", "8.9"), sorted, unique;
+    None or "" -> None (TensorRT-RTX's default targets, :data:`RTX_DEFAULT_TARGETS`).
+
+    Raises UsageError for a value that is not a compute capability TensorRT-RTX builds for
+    (e.g. 9.0, a data-center GPU: use the tensorrt backend there)."""
+    if text is None:
+        return None
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if str(t).strip()]
+    if not items:
+        return None
+    found = set()
+    for item in items:
+        m = re.fullmatch(r"(?i)(?:sm_?)?(\d+)(?:\.(\d))?", item)
+        cc = None
+        if m is not None:
+            major, minor = (m.group(1), m.group(2)) if m.group(2) is not None else (m.group(1)[:-1], m.group(1)[-1:])
+            cc = f"{int(major)}.{int(minor)}" if major else None
+        if cc not in RTX_COMPUTE_CAPABILITIES:
+            hint = (" Data-center GPUs (9.0, 10.0) are not TensorRT-RTX targets: use --backend tensorrt on them."
+                    if cc in ("9.0", "10.0", "10.3") else "")
+            raise UsageError(f"--compute-capability {item!r}: is not a TensorRT-RTX target. Expected a comma list "
+                             f"of {', '.join(RTX_COMPUTE_CAPABILITIES)}.{hint}")
+        found.add(cc)
+    return tuple(sorted(found, key=lambda c: tuple(int(x) for x in c.split("."))))
+
+
+def rtx_targets(targets: Sequence[str] | None) -> tuple[str, ...]:
+    """The compute capabilities an engine built for ``targets`` (None: the default) runs on."""
+    return tuple(targets) if targets else RTX_DEFAULT_TARGETS
+
+
+# --------------------------------------------------------------------------------------------
 # ONNX Runtime: session.json
 # --------------------------------------------------------------------------------------------
 
@@ -216,12 +271,15 @@ def read_session(artifact: str | Path, precision: str) -> dict[str, Any] | None:
 
 
 def cache_key(onnx_sha256: str, precision: str, shapes: Sequence[Sequence[int]], trt_version: str,
-              gpu: Mapping[str, Any] | str, *, extra: Mapping[str, Any] | None = None) -> str:
+              gpu: Mapping[str, Any] | str, *, extra: Mapping[str, Any] | None = None,
+              backend: str = "tensorrt") -> str:
     """The name of a cached TensorRT engine: ``<precision>-<20 hex digits>``.
 
     A digest of the ONNX sha256, the precision, the min/opt/max frame sizes, the TensorRT version
-    and the GPU (name and compute capability; a dict or a string), plus ``extra`` (builder settings,
-    plugin sources): stable across runs and dict orders, different when any component differs.
+    and the GPU (name and compute capability; a dict or a string; for TensorRT-RTX the target
+    compute capabilities), plus ``extra`` (builder settings, plugin sources) and the backend
+    (TensorRT-RTX keys differ from TensorRT keys of the same components): stable across runs and
+    dict orders, different when any component differs.
     """
     payload = {
         "format": CACHE_KEY_FORMAT,
@@ -232,6 +290,8 @@ def cache_key(onnx_sha256: str, precision: str, shapes: Sequence[Sequence[int]],
         "gpu": dict(gpu) if isinstance(gpu, Mapping) else str(gpu),
         "extra": dict(extra or {}),
     }
+    if backend != "tensorrt":  # TensorRT keys stay what they were before TensorRT-RTX
+        payload["backend"] = _trt_backend(backend)
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     prefix = re.sub(r"[^A-Za-z0-9_]+", "_", str(precision)) or "x"
     return f"{prefix}-{digest[:20]}"
@@ -249,10 +309,11 @@ def cache_hit(engine: Path, sidecar: Path, key: str) -> bool:
             and meta.get("sha256") == sha256_file(engine))
 
 
-def list_engines(artifact: str | Path, precision: str | None = None) -> list[dict[str, Any]]:
-    """The sidecars of the TensorRT engines cached in an artifact (of one precision, or all), sorted
-    by path; a sidecar whose engine file is missing is left out."""
-    root = Path(artifact) / ENGINES / "tensorrt"
+def list_engines(artifact: str | Path, precision: str | None = None, backend: str = "tensorrt"
+                 ) -> list[dict[str, Any]]:
+    """The sidecars of the ``backend`` ("tensorrt" | "tensorrt-rtx") engines cached in an artifact
+    (of one precision, or all), sorted by path; a sidecar whose engine file is missing is left out."""
+    root = Path(artifact) / ENGINES / _trt_backend(backend)
     found = []
     for sidecar in sorted(root.glob(f"{precision or '*'}/*.json")):
         meta = read_json(sidecar)
@@ -261,16 +322,21 @@ def list_engines(artifact: str | Path, precision: str | None = None) -> list[dic
     return found
 
 
-def choose_cached_engine(sidecars: Sequence[Mapping[str, Any]], precision: str, onnx_sha256: str,
+def choose_cached_engine(sidecars: Sequence[Mapping[str, Any]], precision: str, onnx_sha256: str | Sequence[str],
                          trt_version: str | None, gpu: Mapping[str, Any] | None,
-                         shapes: Sequence[Sequence[int]] | None = None) -> Mapping[str, Any] | None:
-    """The newest sidecar (of :func:`list_engines`) made from this ONNX at this precision, by this
-    TensorRT version for this GPU (None: not checked), with these padded min/opt/max frame sizes
-    (None: any profile)."""
+                         shapes: Sequence[Sequence[int]] | None = None, *,
+                         compute_capability: str | None = None) -> Mapping[str, Any] | None:
+    """The newest sidecar (of :func:`list_engines`) made from this ONNX (or one of these) at this
+    precision, by this TensorRT version for this GPU (None: not checked), with these padded
+    min/opt/max frame sizes (None: any profile); ``compute_capability`` (TensorRT-RTX, e.g. "8.9"):
+    built with it among its targets (None: not checked)."""
     want = None if shapes is None else {k: [int(d) for d in s] for k, s in zip(SHAPE_NAMES, shapes, strict=True)}
+    shas = {onnx_sha256} if isinstance(onnx_sha256, str) else set(onnx_sha256)
     fits = []
     for meta in sidecars:
-        if meta.get("precision") != precision or (meta.get("onnx") or {}).get("sha256") != onnx_sha256:
+        if meta.get("precision") != precision or (meta.get("onnx") or {}).get("sha256") not in shas:
+            continue
+        if compute_capability is not None and compute_capability not in rtx_targets(meta.get("compute_capabilities")):
             continue
         if trt_version is not None and str(meta.get("tensorrt")) != str(trt_version):
             continue
@@ -282,21 +348,26 @@ def choose_cached_engine(sidecars: Sequence[Mapping[str, Any]], precision: str, 
     return max(fits, key=lambda m: str(m.get("created", ""))) if fits else None
 
 
-def find_engine(artifact: str | Path, precision: str, onnx_sha256: str, *, trt_version: str | None,
-                gpu: Mapping[str, Any] | None, shapes: Sequence[Sequence[int]] | None = None
+def find_engine(artifact: str | Path, precision: str, onnx_sha256: str | Sequence[str], *, trt_version: str | None,
+                gpu: Mapping[str, Any] | None, shapes: Sequence[Sequence[int]] | None = None,
+                backend: str = "tensorrt", compute_capability: str | None = None
                 ) -> tuple[Path, dict[str, Any]] | None:
-    """The lookup: (engine path, sidecar) of the newest cached engine that fits (see
+    """The lookup: (engine path, sidecar) of the newest cached ``backend`` engine that fits (see
     :func:`choose_cached_engine`), or None."""
-    meta = choose_cached_engine(list_engines(artifact, precision), precision, onnx_sha256, trt_version, gpu, shapes)
+    meta = choose_cached_engine(list_engines(artifact, precision, backend), precision, onnx_sha256, trt_version, gpu,
+                                shapes, compute_capability=compute_capability)
     if meta is None:
         return None
-    return engine_dir(artifact, "tensorrt", precision) / str(meta["engine"]), dict(meta)
+    return engine_dir(artifact, backend, precision) / str(meta["engine"]), dict(meta)
 
 
 def describe_sidecar(meta: Mapping[str, Any]) -> str:
     """One line about a cached engine: ``fp16 256x256:720x1280:1088x1920, TensorRT 10.13, NVIDIA H100 (sm 9.0)``."""
     shapes = meta.get("shapes") or {}
     sizes = format_shapes(shapes[k] for k in SHAPE_NAMES) if all(k in shapes for k in SHAPE_NAMES) else "?"
+    if meta.get("backend") == "tensorrt-rtx":
+        targets = ", ".join(rtx_targets(meta.get("compute_capabilities")))
+        return f"{meta.get('precision')} {sizes}, TensorRT-RTX {meta.get('tensorrt')}, sm {targets}"
     gpu = meta.get("gpu") or {}
     return (f"{meta.get('precision')} {sizes}, TensorRT {meta.get('tensorrt')}, "
             f"{gpu.get('name', '?')} (sm {gpu.get('compute_capability', '?')})")

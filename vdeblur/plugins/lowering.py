@@ -23,7 +23,7 @@ from vdeblur.contract.precision import LOWERINGS
 from vdeblur.errors import UsageError
 
 __all__ = ["LOWERINGS", "check_plugin_nodes", "current_lowering", "lowering", "plugin_nodes",
-           "register_tensorrt_plugins", "translation_table", "use_reference"]
+           "register_tensorrt_plugins", "register_tensorrt_rtx_plugins", "translation_table", "use_reference"]
 
 _state = threading.local()
 
@@ -86,3 +86,15 @@ def register_tensorrt_plugins() -> None:
 
     for spec in specs().values():
         register(spec)
+
+
+def register_tensorrt_rtx_plugins() -> None:
+    """Register every vdeblur plugin with TensorRT-RTX (IPluginV3 creators, :mod:`vdeblur.plugins.rtx`)
+    before parsing an ONNX with plugin nodes or deserialising an engine with plugin layers.
+    Idempotent: registering again is a no-op."""
+    from vdeblur.plugins.registry import specs
+    from vdeblur.plugins.rtx import import_tensorrt_rtx, register
+
+    trt = import_tensorrt_rtx("registering the vdeblur TensorRT-RTX plugins")
+    for spec in specs().values():
+        register(spec, trt)

@@ -31,7 +31,7 @@ from vdeblur.contract import manifest as manifest_mod
 from vdeblur.contract.interface import StepSpec
 from vdeblur.errors import BackendError, ShapeError, UsageError
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "tensorrt-rtx")
 
 
 @dataclass(frozen=True)
@@ -157,8 +157,8 @@ def describe(backend: Any) -> dict[str, Any]:
 
 def open_backend(artifact: str | Path, backend: str = "onnxruntime", precision: str = "fp32",
                  device: str = "auto", **options: Any) -> Backend:
-    """Open ``artifact`` on a backend by name (torch | onnxruntime | tensorrt)."""
+    """Open ``artifact`` on a backend by name (torch | onnxruntime | tensorrt | tensorrt-rtx)."""
     if backend not in BACKENDS:
         raise UsageError(f"backend {backend!r}: unknown. Expected one of {', '.join(BACKENDS)}.")
-    module = importlib.import_module(f"vdeblur.runtime.backends.{backend}")
+    module = importlib.import_module(f"vdeblur.runtime.backends.{backend.replace('-', '_')}")
     return module.open(artifact, precision=precision, device=device, **options)  # type: ignore[no-any-return]

@@ -32,7 +32,7 @@ libcuda), :mod:`.backend` (:class:`TensorRTBackend`); this one selects the engin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,14 @@ from vdeblur.errors import BackendError, UsageError
 from vdeblur.runtime.backends.base import Interface
 from vdeblur.runtime.backends.tensorrt.backend import NAME, TensorRTBackend, engine_info, import_tensorrt
 from vdeblur.runtime.backends.tensorrt.buffers import GraphCache, GraphKey, PingPong
-from vdeblur.runtime.backends.tensorrt.cuda import CudaApi, DriverGraphs, PyCudaApi, import_pycuda
+from vdeblur.runtime.backends.tensorrt.cuda import (
+    CudaApi,
+    CudaPythonApi,
+    DriverGraphs,
+    PyCudaApi,
+    import_cuda_python,
+    import_pycuda,
+)
 from vdeblur.runtime.backends.tensorrt.plan import (
     EngineInfo,
     Fill,
@@ -71,11 +78,11 @@ from vdeblur.runtime.backends.tensorrt.plan import (
     plan_states,
 )
 
-__all__ = ["NAME", "OPTIONS", "CudaApi", "DriverGraphs", "EngineChoice", "EngineInfo", "Fill", "GraphCache",
-           "GraphKey", "PingPong", "PyCudaApi", "StatePlan", "TensorInfo", "TensorRTBackend", "check_feeds",
-           "check_frame", "check_io", "check_profile", "check_size", "choose_cached_engine", "engine_info",
-           "fill_pattern", "import_pycuda", "import_tensorrt", "input_shapes", "open", "parse_device", "plan_states",
-           "select_engine"]
+__all__ = ["NAME", "OPTIONS", "CudaApi", "CudaPythonApi", "DriverGraphs", "EngineChoice", "EngineInfo", "Fill",
+           "GraphCache", "GraphKey", "PingPong", "PyCudaApi", "StatePlan", "TensorInfo", "TensorRTBackend",
+           "check_feeds", "check_frame", "check_io", "check_profile", "check_size", "choose_cached_engine",
+           "engine_info", "fill_pattern", "import_cuda_python", "import_pycuda", "import_tensorrt", "input_shapes",
+           "open", "open_engine", "parse_device", "plan_states", "select_engine"]
 
 OPTIONS = ("engine", "register_plugins", "copy_output")
 
@@ -139,38 +146,59 @@ def open(artifact: str | Path, precision: str = "fp32", device: str = "auto",  #
     options: ``engine`` (path of a serialized engine to use as is), ``register_plugins`` (True:
     register the vdeblur plugins before deserialising), ``copy_output`` (True: step returns a copy).
     """
+    def register() -> None:
+        # The engine's plugin layers need their creators: the one runtime -> plugins edge
+        # (``import vdeblur.plugins`` is torch-free).
+        from vdeblur.plugins.lowering import register_tensorrt_plugins
+
+        register_tensorrt_plugins()
+
+    def select(trt: Any, cuda: Any) -> EngineChoice:
+        return select_engine(artifact, precision, shapes, options.get("engine"),
+                             trt_version=str(getattr(trt, "__version__", "")) or None, gpu=cuda.gpu())
+
+    return open_engine(artifact, precision, device, shapes, cuda_graphs, options, name=NAME,
+                       import_trt=import_tensorrt, make_cuda=lambda index, graphs: PyCudaApi(index, graphs=graphs),
+                       select=select, register=register, backend_class=TensorRTBackend)
+
+
+def open_engine(artifact: str | Path, precision: str, device: str, shapes: Any, cuda_graphs: bool,
+                options: dict[str, Any], *, name: str, import_trt: Callable[[], Any],
+                make_cuda: Callable[[int, bool], Any], select: Callable[[Any, Any], EngineChoice],
+                register: Callable[[], None], backend_class: type[TensorRTBackend]) -> TensorRTBackend:
+    """What opening a TensorRT or TensorRT-RTX engine takes: check the arguments, import the
+    library (``import_trt``), make the CUDA side (``make_cuda(index, graphs)``), pick the engine
+    (``select(trt, cuda)``), register the plugins (``register``, unless ``register_plugins=False``),
+    deserialise it in the device's context and wrap it in ``backend_class``; the CUDA side is
+    released when any step fails."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
-        raise UsageError(f"tensorrt backend: options {unknown} are unknown. Expected some of {list(OPTIONS)}.")
+        raise UsageError(f"{name} backend: options {unknown} are unknown. Expected some of {list(OPTIONS)}.")
     if precision not in PRECISIONS:
-        raise UsageError(f"tensorrt backend: precision {precision!r} is unknown. "
+        raise UsageError(f"{name} backend: precision {precision!r} is unknown. "
                          f"Expected one of {', '.join(PRECISIONS)}.")
     index = parse_device(device)
     iface = Interface(artifact)
-    trt = import_tensorrt()
-    cuda = PyCudaApi(index, graphs=cuda_graphs)
+    trt = import_trt()
+    cuda = make_cuda(index, cuda_graphs)
     try:
-        choice = select_engine(artifact, precision, shapes, options.get("engine"),
-                               trt_version=str(getattr(trt, "__version__", "")) or None, gpu=cuda.gpu())
+        choice = select(trt, cuda)
         if options.get("register_plugins", True):
-            # The engine's plugin layers need their creators: the one runtime -> plugins edge
-            # (``import vdeblur.plugins`` is torch-free).
-            from vdeblur.plugins.lowering import register_tensorrt_plugins
-
-            register_tensorrt_plugins()
+            register()
         logger = trt.Logger(trt.Logger.WARNING)
         with cuda.activate():
             runtime = trt.Runtime(logger)
             engine = runtime.deserialize_cuda_engine(choice.path.read_bytes())
         if engine is None:
-            raise BackendError(f"{choice.path}: TensorRT cannot deserialize this engine (see the TensorRT log above). "
-                               "Expected an engine built by this TensorRT version for this GPU; rebuild it with "
-                               f"`{build_command(artifact, 'tensorrt', precision, shapes_text(shapes))}`.")
+            library = "TensorRT-RTX" if name == "tensorrt-rtx" else "TensorRT"
+            raise BackendError(f"{choice.path}: {library} cannot deserialize this engine (see the {library} log "
+                               f"above). Expected an engine built by this {library} version for this GPU; rebuild it "
+                               f"with `{build_command(artifact, name, precision, shapes_text(shapes))}`.")
         graphs = cuda_graphs and cuda.graph_error is None
-        backend = TensorRTBackend(iface, engine, engine_info(trt, engine), cuda, cuda_graphs=graphs,
-                                  copy_output=bool(options.get("copy_output", True)), keep=[runtime, logger],
-                                  engine_path=choice.path, precision=precision, device=index,
-                                  engine_source=choice.source, engine_meta=choice.meta)
+        backend = backend_class(iface, engine, engine_info(trt, engine), cuda, cuda_graphs=graphs,
+                                copy_output=bool(options.get("copy_output", True)), keep=[runtime, logger],
+                                engine_path=choice.path, precision=precision, device=index,
+                                engine_source=choice.source, engine_meta=choice.meta)
         if cuda_graphs and cuda.graph_error is not None:
             backend._graphs.disabled_reason = cuda.graph_error
     except BaseException:

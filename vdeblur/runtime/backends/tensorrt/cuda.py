@@ -237,3 +237,162 @@ class PyCudaApi:
 def first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# cuda-python (the TensorRT-RTX backend: the [tensorrt-rtx] extra installs it from wheels)
+# --------------------------------------------------------------------------------------------
+
+RTX_NEEDS = ("Install the extra with `pip install 'vdeblur[tensorrt-rtx]'` on a machine with an NVIDIA RTX GPU and "
+             "its driver, or use --backend onnxruntime.")
+
+
+def import_cuda_python() -> Any:
+    """``cuda.bindings.driver`` (cuda-python), or an error naming the [tensorrt-rtx] extra."""
+    try:
+        from cuda.bindings import driver
+    except ImportError as e:
+        raise missing_dependency("cuda-python", "tensorrt-rtx",
+                                 "the TensorRT-RTX backend (device memory and streams)") from e
+    return driver
+
+
+class CudaPythonApi:
+    """:class:`CudaApi` on cuda-python's driver API (``cuda.bindings.driver``), as :class:`PyCudaApi`
+    on pycuda: the device's primary context, one non-blocking stream, device allocations by address,
+    pinned numpy arrays (freed at :meth:`close`), CUDA graphs through :class:`DriverGraphs`.
+
+    driver: ``cuda.bindings.driver`` or a fake; graphs_lib: the libcuda for :class:`DriverGraphs`."""
+
+    def __init__(self, device: int = 0, graphs: bool = True, driver: Any = None, graphs_lib: Any = None) -> None:
+        d = driver if driver is not None else import_cuda_python()
+        self._d = d
+        try:
+            self._check(d.cuInit(0), "cuInit")
+            count = int(self._check(d.cuDeviceGetCount(), "cuDeviceGetCount"))
+        except BackendError as e:
+            raise BackendError(f"tensorrt-rtx backend: no usable NVIDIA GPU ({e}). {RTX_NEEDS}") from e
+        except Exception as e:  # the driver library itself missing (cuda-python raises its own types)
+            raise BackendError(f"tensorrt-rtx backend: no usable NVIDIA GPU ({first_line(e)}). {RTX_NEEDS}") from e
+        if count == 0:
+            raise BackendError(f"tensorrt-rtx backend: the CUDA driver reports no GPU. {RTX_NEEDS}")
+        if device >= count:
+            raise UsageError(f"tensorrt-rtx backend: device cuda:{device} does not exist. "
+                             f"Expected cuda:0 to cuda:{count - 1}.")
+        self.device = self._check(d.cuDeviceGet(device), "cuDeviceGet")
+        self._ctx: Any = self._check(d.cuDevicePrimaryCtxRetain(self.device), "cuDevicePrimaryCtxRetain")
+        self._allocs: set[int] = set()
+        self._hosts: dict[int, int] = {}  # id(array) -> pinned host address
+        self._graphs: DriverGraphs | None = None
+        with self.activate():
+            self._stream: Any = self._check(d.cuStreamCreate(CU_STREAM_NON_BLOCKING), "cuStreamCreate")
+        self.stream_handle = int(self._stream)
+        self.graph_error: str | None = None
+        if graphs:
+            try:
+                self._graphs = DriverGraphs(graphs_lib)
+            except BackendError as e:
+                self.graph_error = str(e)
+
+    def _check(self, result: Any, what: str) -> Any:
+        status, *rest = result if isinstance(result, tuple) else (result,)
+        if int(status) != 0:
+            name = getattr(status, "name", None) or f"CUresult {int(status)}"
+            raise BackendError(f"CUDA driver: {what} failed ({name}). Expected a working NVIDIA GPU and driver.")
+        if not rest:
+            return None
+        return rest[0] if len(rest) == 1 else tuple(rest)
+
+    def gpu(self) -> dict[str, str]:
+        """Name and compute capability, as engine sidecars record them."""
+        d = self._d
+        raw = self._check(d.cuDeviceGetName(256, self.device), "cuDeviceGetName")
+        text = bytes(raw) if isinstance(raw, (bytes, bytearray)) else str(raw).encode()
+        name = text.split(b"\0", 1)[0].decode(errors="replace")
+        attr = d.CUdevice_attribute
+        major = self._check(d.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, self.device),
+                            "cuDeviceGetAttribute")
+        minor = self._check(d.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, self.device),
+                            "cuDeviceGetAttribute")
+        return {"name": name, "compute_capability": f"{int(major)}.{int(minor)}"}
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        self._check(self._d.cuCtxPushCurrent(self._ctx), "cuCtxPushCurrent")
+        try:
+            yield
+        finally:
+            self._check(self._d.cuCtxPopCurrent(), "cuCtxPopCurrent")
+
+    def alloc(self, nbytes: int) -> int:
+        ptr = int(self._check(self._d.cuMemAlloc(max(int(nbytes), 1)), "cuMemAlloc"))
+        self._allocs.add(ptr)
+        return ptr
+
+    def free(self, ptr: int) -> None:
+        if ptr in self._allocs:
+            self._allocs.discard(ptr)
+            self._check(self._d.cuMemFree(ptr), "cuMemFree")
+
+    def pinned(self, shape: Shape, dtype: np.dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+        address = int(self._check(self._d.cuMemHostAlloc(nbytes, 0), "cuMemHostAlloc"))
+        buffer = (ctypes.c_char * nbytes).from_address(address)
+        count = int(np.prod(shape, dtype=np.int64))
+        array = np.frombuffer(buffer, dtype=dtype, count=count).reshape(tuple(shape))
+        self._hosts[id(array)] = address
+        return array
+
+    def htod(self, ptr: int, host: np.ndarray) -> None:
+        self._check(self._d.cuMemcpyHtoDAsync(ptr, host.ctypes.data, host.nbytes, self._stream), "cuMemcpyHtoDAsync")
+
+    def dtoh(self, host: np.ndarray, ptr: int) -> None:
+        self._check(self._d.cuMemcpyDtoHAsync(host.ctypes.data, ptr, host.nbytes, self._stream), "cuMemcpyDtoHAsync")
+
+    def fill(self, ptr: int, fill: Fill) -> None:
+        if fill.kind == "copy":
+            assert fill.array is not None
+            staging = self.pinned(fill.array.shape, fill.array.dtype)
+            np.copyto(staging, fill.array)
+            self.htod(ptr, staging)
+            self.synchronize()
+            self._check(self._d.cuMemFreeHost(self._hosts.pop(id(staging))), "cuMemFreeHost")
+            return
+        name = {"memset8": "cuMemsetD8Async", "memset16": "cuMemsetD16Async", "memset32": "cuMemsetD32Async"}[fill.kind]
+        self._check(getattr(self._d, name)(ptr, fill.value, fill.count, self._stream), name)
+
+    def synchronize(self) -> None:
+        self._check(self._d.cuStreamSynchronize(self._stream), "cuStreamSynchronize")
+
+    def begin_capture(self) -> None:
+        if self._graphs is None:
+            raise BackendError(self.graph_error or "CUDA graph: not available.")
+        self._graphs.begin(self.stream_handle)
+
+    def end_capture(self) -> Any:
+        assert self._graphs is not None
+        return self._graphs.end(self.stream_handle)
+
+    def launch(self, graph: Any) -> None:
+        assert self._graphs is not None
+        self._graphs.launch(int(graph), self.stream_handle)
+
+    def destroy_graph(self, graph: Any) -> None:
+        if self._graphs is not None and graph:
+            self._graphs.destroy(int(graph))
+
+    def close(self) -> None:
+        if self._ctx is None:
+            return
+        with self.activate():
+            self.synchronize()
+            for ptr in list(self._allocs):
+                self.free(ptr)
+            for address in self._hosts.values():
+                self._check(self._d.cuMemFreeHost(address), "cuMemFreeHost")
+            self._hosts.clear()
+            self._check(self._d.cuStreamDestroy(self._stream), "cuStreamDestroy")
+            self._stream = None
+        self._check(self._d.cuDevicePrimaryCtxRelease(self.device), "cuDevicePrimaryCtxRelease")
+        self._ctx = None
