@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import re
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -252,38 +251,26 @@ def import_cuda_driver() -> Any:
     return driver
 
 
-_ENTRY_PARAMS = r"\.entry\s+{name}\s*\(([^)]*)\)"
-
-
 def ptx_param_kinds(ptx: str, name: str) -> list[str]:
-    """The parameters of the PTX ``.entry name``, as "ptr" (.u64) or "i32" (.u32/.s32/.b32) or the
-    PTX type."""
-    m = re.search(_ENTRY_PARAMS.format(name=re.escape(name)), ptx)
-    if m is None:
-        raise BackendError(f"tensorrt-rtx plugin: the PTX has no .entry {name}. Expected the kernel's entry point.")
-    kinds = []
-    for decl in m.group(1).split(","):
-        t = re.search(r"\.param\s+\.(\w+)", decl)
-        if t is None:
-            continue
-        kinds.append("ptr" if t.group(1) in ("u64", "b64", "s64") else
-                     "i32" if t.group(1) in ("u32", "b32", "s32") else t.group(1))
-    return kinds
+    """The parameters of the PTX ``.entry name`` as launch kinds ("ptr", "i32"...), read by
+    :func:`vdeblur.plugins.aot.ptx_entry_params` (the one PTX parser)."""
+    from vdeblur.plugins.aot import ptx_entry_params
+
+    return [p.kind for p in ptx_entry_params(ptx, name)]
 
 
 def launch_args(kinds: Sequence[str], pointers_in: Sequence[int], scalars: Sequence[int],
                 pointers_out: Sequence[int]) -> list[tuple[str, int]]:
     """(kind, value) of every kernel parameter: the inputs' pointers, the int scalars, the outputs'
-    pointers (the spec's AOT order), then NULL for hidden trailing pointers the PTX may still declare
-    (Triton's scratch pointers, unused by kernels without scratch). BackendError when the PTX
-    declares something else."""
+    pointers (the spec's AOT order; :func:`vdeblur.plugins.aot.compile_op` removes Triton's unused
+    scratch pointers, so the PTX declares exactly these). BackendError when it declares anything else."""
     args = ([("ptr", int(p)) for p in pointers_in] + [("i32", int(s)) for s in scalars]
             + [("ptr", int(p)) for p in pointers_out])
     ours = [k for k, _ in args]
-    if list(kinds[: len(args)]) != ours or any(k != "ptr" for k in kinds[len(args):]):
+    if list(kinds) != ours:
         raise BackendError(f"tensorrt-rtx plugin: the kernel declares parameters {list(kinds)}. Expected {ours} "
-                           "(inputs, int scalars, outputs), optionally followed by unused pointers.")
-    return args + [("ptr", 0)] * (len(kinds) - len(args))
+                           "(inputs, int scalars, outputs).")
+    return args
 
 
 class Launcher:
