@@ -21,20 +21,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vdeblur.contract import manifest as manifest_mod
-from vdeblur.contract.engines import (
-    RTX_COMPUTE_CAPABILITIES,
-    build_command,
-    describe_sidecar,
-    find_engine,
-    format_shapes,
-    list_engines,
-    parse_shapes,
-    shapes_text,
-)
-from vdeblur.contract.files import read_json
-from vdeblur.errors import BackendError, UsageError
+from vdeblur.contract.engines import RTX_COMPUTE_CAPABILITIES
+from vdeblur.errors import BackendError
 from vdeblur.runtime.backends.tensorrt import EngineChoice, TensorRTBackend, open_engine
+from vdeblur.runtime.backends.tensorrt import select_engine as _select_engine
 from vdeblur.runtime.backends.tensorrt.cuda import CudaPythonApi
 
 NAME = "tensorrt-rtx"
@@ -56,47 +46,10 @@ def import_tensorrt_rtx() -> Any:
 
 def select_engine(artifact: str | Path, precision: str = "fp32", shapes: Any = None, engine: str | Path | None = None,
                   *, trt_version: str | None = None, compute_capability: str | None = None) -> EngineChoice:
-    """The TensorRT-RTX engine an artifact runs on; the runtime never builds one.
-
-    - ``engine`` given: that file (its ``.json`` sidecar beside it, if any);
-    - otherwise the newest engine in ``engines/tensorrt-rtx/<precision>/`` built from one of the
-      artifact's graphs of this precision, by this TensorRT-RTX version, for targets that include
-      ``compute_capability`` (None: not checked), and with ``shapes`` one built for exactly those
-      min/opt/max sizes. Raises BackendError naming the `vdeblur build` command when there is none.
-    """
-    if engine is not None:
-        path = Path(engine)
-        if not path.is_file():
-            raise UsageError(f"{path}: no such engine file. Expected a serialized TensorRT-RTX engine (.plan), "
-                             "e.g. from `vdeblur build ARTIFACT --backend tensorrt-rtx`.")
-        return EngineChoice(path, "given", read_json(path.with_suffix(".json")))
-    man = manifest_mod.read(artifact)
-    shas = [g.sha256 for g in man.graphs if g.precision == precision]
-    if not shas:
-        man.graph(precision, "trt")  # raises: the artifact has no graph of this precision
-    text = shapes_text(shapes)
-    sizes = None if text is None else parse_shapes(text, int(man.interface["pad_multiple"]))
-    found = find_engine(artifact, precision, shas, trt_version=trt_version, gpu=None, shapes=sizes, backend=NAME,
-                        compute_capability=compute_capability)
-    if found is not None:
-        return EngineChoice(found[0], "cache", found[1])
-    what = f"no TensorRT-RTX engine of its {precision} graph"
-    if trt_version:
-        what += f" built by TensorRT-RTX {trt_version}"
-    if compute_capability:
-        what += f" for compute capability {compute_capability}"
-    if sizes:
-        what += f" with the profile {format_shapes(sizes)}"
-    others = list_engines(artifact, precision, NAME)
-    have = ""
-    if others:
-        listed = "; ".join(describe_sidecar(m) for m in others[:3]) + ("; ..." if len(others) > 3 else "")
-        have = f" (it has {len(others)} other{'s' if len(others) > 1 else ''}: {listed})"
-    command = build_command(artifact, NAME, precision, text)
-    if compute_capability:
-        command += f" --compute-capability {compute_capability}"
-    raise BackendError(f"{artifact}: has {what}{have}. The runtime does not build engines: build one (on any "
-                       f"machine) with `{command}`, or pass engine=PATH.")
+    """The TensorRT-RTX engine an artifact runs on (see
+    :func:`vdeblur.runtime.backends.tensorrt.select_engine`); the runtime never builds one."""
+    return _select_engine(artifact, precision, shapes, engine, trt_version=trt_version, backend=NAME,
+                          compute_capability=compute_capability)
 
 
 def open(artifact: str | Path, precision: str = "fp32", device: str = "auto",  # noqa: A001

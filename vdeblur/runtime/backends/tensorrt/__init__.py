@@ -96,43 +96,64 @@ class EngineChoice:
     meta: dict[str, Any] | None = None
 
 
+_ENGINE_NAMES = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}
+
+
 def select_engine(artifact: str | Path, precision: str = "fp32", shapes: Any = None, engine: str | Path | None = None,
-                  *, trt_version: str | None = None, gpu: Mapping[str, Any] | None = None) -> EngineChoice:
+                  *, trt_version: str | None = None, gpu: Mapping[str, Any] | None = None,
+                  backend: str = "tensorrt", compute_capability: str | None = None) -> EngineChoice:
     """The engine an artifact runs on; the runtime never builds one.
 
     - ``engine`` given: that file (its ``.json`` sidecar beside it, if any);
-    - otherwise the newest engine cached in the artifact for this precision, trt ONNX, TensorRT
-      version and GPU (None: not checked), and with ``shapes`` ("HxW:HxW:HxW" or three (h, w)
-      pairs) one built for exactly those min/opt/max sizes (padded to the manifest's multiple).
-    Raises BackendError naming the `vdeblur build` command when the cache has none.
+    - otherwise the newest ``backend`` engine (tensorrt | tensorrt-rtx) cached in the artifact for this
+      precision, built from one of its graphs of this precision (TensorRT: the trt lowering), by this
+      TensorRT(-RTX) version, for this GPU (TensorRT) or for targets that include
+      ``compute_capability`` (TensorRT-RTX) (None: not checked), and with ``shapes`` ("HxW:HxW:HxW"
+      or three (h, w) pairs) one built for exactly those min/opt/max sizes (padded to the manifest's
+      multiple). Raises BackendError naming the `vdeblur build` command when the cache has none.
     """
+    what_engine = _ENGINE_NAMES[backend]
     if engine is not None:
         path = Path(engine)
         if not path.is_file():
-            raise UsageError(f"{path}: no such engine file. Expected a serialized TensorRT engine (.plan), "
-                             "e.g. from `vdeblur build ARTIFACT --backend tensorrt`.")
+            raise UsageError(f"{path}: no such engine file. Expected a serialized {what_engine} engine (.plan), "
+                             f"e.g. from `vdeblur build ARTIFACT --backend {backend}`.")
         return EngineChoice(path, "given", read_json(path.with_suffix(".json")))
     man = manifest_mod.read(artifact)
-    sha = man.graph(precision, "trt").sha256
+    if backend == "tensorrt":
+        shas: str | list[str] = man.graph(precision, "trt").sha256
+    else:
+        shas = [g.sha256 for g in man.graphs if g.precision == precision]
+        if not shas:
+            man.graph(precision, "trt")  # raises: the artifact has no graph of this precision
     text = shapes_text(shapes)
     sizes = None if text is None else parse_shapes(text, int(man.interface["pad_multiple"]))
-    found = find_engine(artifact, precision, sha, trt_version=trt_version, gpu=gpu, shapes=sizes)
+    found = find_engine(artifact, precision, shas, trt_version=trt_version, gpu=gpu, shapes=sizes, backend=backend,
+                        compute_capability=compute_capability)
     if found is not None:
         return EngineChoice(found[0], "cache", found[1])
-    what = f"no TensorRT engine of its {precision} graph"
+    what = f"no {what_engine} engine of its {precision} graph"
     if trt_version:
-        what += f" built by TensorRT {trt_version}"
+        what += f" built by {what_engine} {trt_version}"
     if gpu:
         what += f" for {gpu.get('name')} (sm {gpu.get('compute_capability')})"
+    if compute_capability:
+        what += f" for compute capability {compute_capability}"
     if sizes:
         what += f" with the profile {format_shapes(sizes)}"
-    others = list_engines(artifact, precision)
+    others = list_engines(artifact, precision, backend)
     have = ""
     if others:
         listed = "; ".join(describe_sidecar(m) for m in others[:3]) + ("; ..." if len(others) > 3 else "")
         have = f" (it has {len(others)} other{'s' if len(others) > 1 else ''}: {listed})"
-    raise BackendError(f"{artifact}: has {what}{have}. The runtime does not build engines: build one on this machine "
-                       f"with `{build_command(artifact, 'tensorrt', precision, text)}`, or pass engine=PATH.")
+    command = build_command(artifact, backend, precision, text)
+    where = "on this machine"
+    if backend == "tensorrt-rtx":
+        where = "(on any machine)"
+        if compute_capability:
+            command += f" --compute-capability {compute_capability}"
+    raise BackendError(f"{artifact}: has {what}{have}. The runtime does not build engines: build one {where} "
+                       f"with `{command}`, or pass engine=PATH.")
 
 
 def open(artifact: str | Path, precision: str = "fp32", device: str = "auto",  # noqa: A001

@@ -127,7 +127,34 @@ def import_pycuda() -> Any:
     return cuda
 
 
-class PyCudaApi:
+class _GraphCalls:
+    """The CUDA-graph half of :class:`CudaApi`, the same for every CUDA binding: capture on the
+    stream, launch, destroy, through the driver API (:class:`DriverGraphs`). Subclasses set
+    ``_graphs`` (None when graphs are unavailable, ``graph_error`` saying why) and ``stream_handle``."""
+
+    _graphs: DriverGraphs | None
+    graph_error: str | None
+    stream_handle: int
+
+    def begin_capture(self) -> None:
+        if self._graphs is None:
+            raise BackendError(self.graph_error or "CUDA graph: not available.")
+        self._graphs.begin(self.stream_handle)
+
+    def end_capture(self) -> Any:
+        assert self._graphs is not None
+        return self._graphs.end(self.stream_handle)
+
+    def launch(self, graph: Any) -> None:
+        assert self._graphs is not None
+        self._graphs.launch(int(graph), self.stream_handle)
+
+    def destroy_graph(self, graph: Any) -> None:
+        if self._graphs is not None and graph:
+            self._graphs.destroy(int(graph))
+
+
+class PyCudaApi(_GraphCalls):
     """:class:`CudaApi` on pycuda: the device's primary context (shared with TensorRT's runtime
     API), one non-blocking stream, device allocations by address, pinned numpy arrays."""
 
@@ -205,23 +232,6 @@ class PyCudaApi:
     def synchronize(self) -> None:
         self._stream.synchronize()
 
-    def begin_capture(self) -> None:
-        if self._graphs is None:
-            raise BackendError(self.graph_error or "CUDA graph: not available.")
-        self._graphs.begin(self.stream_handle)
-
-    def end_capture(self) -> Any:
-        assert self._graphs is not None
-        return self._graphs.end(self.stream_handle)
-
-    def launch(self, graph: Any) -> None:
-        assert self._graphs is not None
-        self._graphs.launch(int(graph), self.stream_handle)
-
-    def destroy_graph(self, graph: Any) -> None:
-        if self._graphs is not None and graph:
-            self._graphs.destroy(int(graph))
-
     def close(self) -> None:
         if self._ctx is None:
             return
@@ -257,7 +267,7 @@ def import_cuda_python() -> Any:
     return driver
 
 
-class CudaPythonApi:
+class CudaPythonApi(_GraphCalls):
     """:class:`CudaApi` on cuda-python's driver API (``cuda.bindings.driver``), as :class:`PyCudaApi`
     on pycuda: the device's primary context, one non-blocking stream, device allocations by address,
     pinned numpy arrays (freed at :meth:`close`), CUDA graphs through :class:`DriverGraphs`.
@@ -364,23 +374,6 @@ class CudaPythonApi:
 
     def synchronize(self) -> None:
         self._check(self._d.cuStreamSynchronize(self._stream), "cuStreamSynchronize")
-
-    def begin_capture(self) -> None:
-        if self._graphs is None:
-            raise BackendError(self.graph_error or "CUDA graph: not available.")
-        self._graphs.begin(self.stream_handle)
-
-    def end_capture(self) -> Any:
-        assert self._graphs is not None
-        return self._graphs.end(self.stream_handle)
-
-    def launch(self, graph: Any) -> None:
-        assert self._graphs is not None
-        self._graphs.launch(int(graph), self.stream_handle)
-
-    def destroy_graph(self, graph: Any) -> None:
-        if self._graphs is not None and graph:
-            self._graphs.destroy(int(graph))
 
     def close(self) -> None:
         if self._ctx is None:
