@@ -127,6 +127,15 @@ def import_pycuda() -> Any:
     return cuda
 
 
+def check_device(count: int, device: int, backend: str, needs: str) -> None:
+    """The driver sees a GPU, and ``cuda:device`` is one of them (both CUDA bindings ask this)."""
+    if count == 0:
+        raise BackendError(f"{backend} backend: the CUDA driver reports no GPU. {needs}")
+    if device >= count:
+        raise UsageError(f"{backend} backend: device cuda:{device} does not exist. "
+                         f"Expected cuda:0 to cuda:{count - 1}.")
+
+
 class _GraphCalls:
     """The CUDA-graph half of :class:`CudaApi`, the same for every CUDA binding: capture on the
     stream, launch, destroy, through the driver API (:class:`DriverGraphs`). Subclasses set
@@ -166,11 +175,7 @@ class PyCudaApi(_GraphCalls):
             count = cuda.Device.count()
         except Exception as e:  # pycuda.driver.Error and its subclasses
             raise BackendError(f"tensorrt backend: no usable NVIDIA GPU ({first_line(e)}). {NEEDS}") from e
-        if count == 0:
-            raise BackendError(f"tensorrt backend: the CUDA driver reports no GPU. {NEEDS}")
-        if device >= count:
-            raise UsageError(f"tensorrt backend: device cuda:{device} does not exist. "
-                             f"Expected cuda:0 to cuda:{count - 1}.")
+        check_device(count, device, "tensorrt", NEEDS)
         self.device = cuda.Device(device)
         self._ctx = self.device.retain_primary_context()
         self._allocs: dict[int, Any] = {}
@@ -284,11 +289,7 @@ class CudaPythonApi(_GraphCalls):
             raise BackendError(f"tensorrt-rtx backend: no usable NVIDIA GPU ({e}). {RTX_NEEDS}") from e
         except Exception as e:  # the driver library itself missing (cuda-python raises its own types)
             raise BackendError(f"tensorrt-rtx backend: no usable NVIDIA GPU ({first_line(e)}). {RTX_NEEDS}") from e
-        if count == 0:
-            raise BackendError(f"tensorrt-rtx backend: the CUDA driver reports no GPU. {RTX_NEEDS}")
-        if device >= count:
-            raise UsageError(f"tensorrt-rtx backend: device cuda:{device} does not exist. "
-                             f"Expected cuda:0 to cuda:{count - 1}.")
+        check_device(count, device, "tensorrt-rtx", RTX_NEEDS)
         self.device = self._check(d.cuDeviceGet(device), "cuDeviceGet")
         self._ctx: Any = self._check(d.cuDevicePrimaryCtxRetain(self.device), "cuDevicePrimaryCtxRetain")
         self._allocs: set[int] = set()
