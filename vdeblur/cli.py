@@ -115,7 +115,7 @@ def _cmd_export(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         args.model, args.out, checkpoint=args.checkpoint, overrides=parse_sets(args.set), plugins=args.plugins,
         height=args.height, width=args.width, precisions=precisions,
         calibration=calibration, frames=args.frames, min_psnr_db=args.min_psnr, overwrite=args.overwrite,
-        int8_weights=args.int8_weights, progress=_ProgressBar(not args.json),
+        int8_weights=args.int8_weights, window=args.window, overlap=args.overlap, progress=_ProgressBar(not args.json),
     )
     for skipped in report.get("skipped", []):
         _warn(f"{skipped['precision']} variant not written: {skipped['reason']}. The other precisions were exported.")
@@ -168,7 +168,7 @@ def _cmd_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     bar = _ProgressBar(not args.json)
     result = run_video(args.artifact, args.input, args.output, backend=args.backend, precision=args.precision,
                        device=args.device, progress=bar, start=args.start, frames=args.frames, fps=args.fps,
-                       crf=args.crf, codec=args.codec)
+                       crf=args.crf, codec=args.codec, window=args.window, overlap=args.overlap)
     if bar.enabled:
         sys.stderr.write("\n")
     for note in result.get("notes", []):
@@ -177,6 +177,9 @@ def _cmd_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     text = (f"{result['frames']} frames -> {result['output']} in {result['seconds']:.2f} s ({result['fps']:.2f} fps, "
             f"{result['backend']} {result['precision']}); per-frame latency p50 {lat['p50']:.1f} ms, "
             f"p99 {lat['p99']:.1f} ms")
+    if result.get("kind") == "clip":
+        text += (f"\nclip windows of {result['window']} frames, overlap {result['overlap']}: an output is final "
+                 f"{result['latency_frames']} frames after its input at most")
     text += "\n" + _graph_line(result["backend"], result.get("graph"))
     return result, text
 
@@ -185,7 +188,8 @@ def _cmd_compare(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from vdeblur.runtime.run import compare_backends
 
     result = compare_backends(args.artifact, _csv(args.backends), precision=args.precision, frames=args.frames,
-                              height=args.height, width=args.width, source=args.input, device=args.device)
+                              height=args.height, width=args.width, source=args.input, device=args.device,
+                              window=args.window, overlap=args.overlap)
     lines = [f"{result['frames']} frames {result['size'][1]}x{result['size'][0]}, precision {result['precision']}"]
     for p in result["pairs"]:
         psnr = p["psnr_db"] if isinstance(p["psnr_db"], str) else f"{p['psnr_db']:.2f}"
@@ -264,6 +268,14 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, help="frame rate of an image-folder input (default 30)")
     p.add_argument("--codec", choices=("h264", "vp9"), help="video codec (default: h264, vp9 for webm)")
     p.add_argument("--crf", type=int, help="encoder quality, lower is better (default: 18 for h264, 31 for vp9)")
+    _add_windows(p, "run")
+
+
+def _add_windows(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--window", type=int, help=f"clip models (DSTNet): frames per window to {what} (default: the "
+                                              "artifact's; 30 with --overlap 0 is the official test split)")
+    p.add_argument("--overlap", type=int, help="clip models: frames shared by consecutive windows; each window keeps "
+                                               "its centre (default: the artifact's)")
 
 
 def _add_compare(p: argparse.ArgumentParser) -> None:
@@ -276,6 +288,7 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, help="frame width (default 128, or the input's)")
     p.add_argument("--input", help="video or image folder to take the frames from (default: synthetic)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    _add_windows(p, "run")
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
@@ -295,6 +308,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
                    help="int8 weight range: reduced (7-bit, right and fast on every CPU; default) or full "
                         "(8-bit, slightly closer to fp32; fast only on VNNI x86 and ARM64 CPUs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory as a whole")
+    _add_windows(p, "run by default")
 
 
 def _add_build(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-"""THE loop that streams frames through a step graph (DESIGN.md, "Step contract").
+"""THE loops that stream frames through a step graph or a clip graph (DESIGN.md, "Step contract",
+"Clip contract").
 
 Every place that runs a step graph over frames goes through here, so they agree on the semantics:
 export validation and calibration (ONNX Runtime sessions), engine verification at build time,
@@ -14,18 +15,24 @@ export validation and calibration (ONNX Runtime sessions), engine verification a
   frame, ``flush.steps`` steps on the last frame again (flush flag raised) give the pending outputs.
 - :func:`pad_frames` / :func:`drive`: the padding (bottom and right, ``pad_mode``) and a whole clip
   (N, T, 3, H, W) -> (N, T, 3, H, W), one output per input frame.
+- Clip graphs (bidirectional models): :class:`Clipper` (``clip(frames) -> outputs``, (N, T, 3, Hp,
+  Wp) both), :class:`ClipDriver` (windows of ``window`` frames overlapping by ``overlap``; the
+  centre of each window is kept; a sequence no longer than one window is one clip of its own
+  length), :func:`drive_clip`. :func:`runner` / :func:`drive_spec` pick the step or the clip loop
+  from the spec, so export validation, calibration and build verification serve both kinds.
 
 Torch-free (numpy only).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
-from vdeblur.contract.interface import StepSpec
+from vdeblur.contract.interface import ClipSpec, StepSpec, check_window
 from vdeblur.errors import ShapeError
 
 NUMPY_PAD = {"replicate": "edge", "reflect": "reflect", "zeros": "constant"}
@@ -177,9 +184,146 @@ def drive(stepper: Stepper, spec: StepSpec, frames: np.ndarray) -> np.ndarray:
 def session_stepper(session: Any, spec: StepSpec,
                     record: Callable[[dict[str, np.ndarray]], None] | None = None) -> FeedbackStepper:
     """A :class:`FeedbackStepper` over an ONNX Runtime InferenceSession (or anything with its ``run``)."""
+    stepper = runner(session, spec, record)
+    assert isinstance(stepper, FeedbackStepper)
+    return stepper
+
+
+# --------------------------------------------------------------------------------------------
+# Clip graphs: windows with overlap
+# --------------------------------------------------------------------------------------------
+
+
+class Clipper(Protocol):
+    def clip(self, frames: np.ndarray) -> np.ndarray: ...
+
+
+class FunctionClipper:
+    """A :class:`Clipper` over a stateless ``run(feeds) -> outputs`` (an ONNX Runtime session, a torch
+    module behind an adapter): feeds ``{spec.frame_input: frames}``, returns the first output.
+    ``record``, when given, sees a copy of every window's feeds (calibration data)."""
+
+    def __init__(self, spec: ClipSpec, run: Callable[[dict[str, np.ndarray]], Sequence[Any]],
+                 record: Callable[[dict[str, np.ndarray]], None] | None = None) -> None:
+        self.spec = spec
+        self._run = run
+        self._record = record
+
+    def clip(self, frames: np.ndarray) -> np.ndarray:
+        feeds = {self.spec.frame_input: np.ascontiguousarray(frames, dtype=np.float32)}
+        if self._record is not None:
+            self._record({k: np.array(v, copy=True) for k, v in feeds.items()})
+        return self._run(feeds)[0]  # type: ignore[no-any-return]
+
+
+class ClipDriver:
+    """The window schedule over a :class:`Clipper` for one sequence of same-size padded frames.
+
+    Windows of ``window`` frames start every ``window - overlap`` frames; each window keeps the
+    centre of its overlaps: it drops its first ``ceil(overlap / 2)`` outputs (not the first window)
+    and holds back its last ``overlap // 2`` (the next window gives them). :meth:`push` runs a
+    window when one is full and returns the outputs it decides; :meth:`finish` returns the rest:
+    the held outputs when the sequence ended with a window, otherwise those of one last window of
+    the last ``window`` frames (the video's end; its outputs for frames already decided are
+    dropped: the earlier window wins), or of the whole sequence as one clip of its own length
+    when it is no longer than a window. One output per pushed frame in all, in order.
+
+    ``overlap=0`` is the official DSTNet test split: clips of ``window`` frames, the last clip = the
+    last ``window`` frames keeping only the frames no earlier clip gave.
+    """
+
+    def __init__(self, clipper: Clipper, window: int, overlap: int) -> None:
+        check_window(window, overlap)
+        self.clipper = clipper
+        self.window = int(window)
+        self.overlap = int(overlap)
+        self.windows_run = 0
+        self.begin()
+
+    @classmethod
+    def for_spec(cls, clipper: Clipper, spec: ClipSpec) -> ClipDriver:
+        return cls(clipper, spec.window, spec.overlap)
+
+    def begin(self, batch: int = 1, hp: int = 0, wp: int = 0) -> None:
+        """Start a sequence (the arguments match :meth:`StepDriver.begin`; a clip graph keeps no state)."""
+        self._frames: deque[np.ndarray] = deque(maxlen=self.window)  # the last `window` frames
+        self.pushed = 0  # frames pushed in this sequence
+        self.emitted = 0  # outputs returned in this sequence
+        self._start = 0  # first frame of the next full window
+        self._held: list[np.ndarray] = []  # outputs of the last window for frames emitted .. pushed-1
+
+    def push(self, frame: np.ndarray) -> list[np.ndarray]:
+        self._frames.append(np.array(frame, dtype=np.float32, copy=True))
+        self.pushed += 1
+        if self.pushed - self._start < self.window:
+            return []
+        outs = self._run()  # the window [start, start + window) ends with this frame
+        keep_end = self._start + self.window - self.overlap // 2
+        first = self.pushed - self.window
+        ready = [outs[:, i - first] for i in range(self.emitted, keep_end)]
+        self._held = [outs[:, i - first] for i in range(keep_end, self.pushed)]
+        self.emitted = keep_end
+        self._start += self.window - self.overlap
+        return ready
+
+    def finish(self) -> list[np.ndarray]:
+        """The outputs still pending, in order; the driver is then ready for a new sequence."""
+        if self.emitted < self.pushed:
+            if len(self._held) == self.pushed - self.emitted:
+                ready = self._held
+            else:
+                outs = self._run()  # the last min(window, pushed) frames
+                first = self.pushed - len(self._frames)
+                ready = [outs[:, i - first] for i in range(self.emitted, self.pushed)]
+        else:
+            ready = []
+        self.begin()
+        return ready
+
+    def _run(self) -> np.ndarray:
+        frames = np.stack(list(self._frames), axis=1)  # (N, T, 3, Hp, Wp)
+        outs = np.asarray(self.clipper.clip(frames))
+        if outs.shape != frames.shape:
+            raise ShapeError(f"clip: the graph returned {outs.shape} for frames {frames.shape}. "
+                             "Expected the same shape.")
+        self.windows_run += 1
+        return outs
+
+
+def drive_clip(clipper: Clipper, spec: ClipSpec, frames: np.ndarray) -> np.ndarray:
+    """A whole video through a clip graph as every runtime streams it (windows per ``spec``; use
+    ``spec.windowed(window, overlap)`` for others). frames: (N, T, 3, H, W) float32 in [0, 1], any
+    H and W (padded per ``spec``, outputs cropped back). Returns (N, T, 3, H, W)."""
+    if frames.ndim != 5 or frames.shape[2] != 3:
+        raise ShapeError(f"drive: frames have shape {frames.shape}. Expected (N, T, 3, H, W).")
+    n, t_len, _, h, w = frames.shape
+    if t_len < 1:
+        raise ShapeError("drive: the clip has no frames. Expected T >= 1.")
+    x = frames if spec.pads_inside else pad_frames(frames, spec.pad_multiple, spec.pad_mode)
+    driver = ClipDriver.for_spec(clipper, spec)
+    outputs: list[np.ndarray] = []
+    for t in range(t_len):
+        outputs += driver.push(x[:, t])
+    outputs += driver.finish()
+    return np.stack(outputs, axis=1)[..., :h, :w]
+
+
+def runner(session: Any, spec: StepSpec | ClipSpec,
+           record: Callable[[dict[str, np.ndarray]], None] | None = None) -> FeedbackStepper | FunctionClipper:
+    """A stepper (step graphs) or a clipper (clip graphs) over an ONNX Runtime session."""
     names = spec.output_names
 
     def run(feeds: Mapping[str, np.ndarray]) -> Sequence[Any]:
         return session.run(names, dict(feeds))  # type: ignore[no-any-return]
 
+    if isinstance(spec, ClipSpec):
+        return FunctionClipper(spec, run, record)
     return FeedbackStepper(spec, run, record)
+
+
+def drive_spec(run: FeedbackStepper | FunctionClipper | Any, spec: StepSpec | ClipSpec,
+               frames: np.ndarray) -> np.ndarray:
+    """:func:`drive` (step graphs) or :func:`drive_clip` (clip graphs) by the spec's kind."""
+    if isinstance(spec, ClipSpec):
+        return drive_clip(run, spec, frames)
+    return drive(run, spec, frames)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -227,7 +227,7 @@ class ClipSpec(_GraphInterface):
     window: int
     overlap: int
     pad_multiple: int
-    latency: int = 0
+    latency: int | None = None  # None: window - 1 (clip_latency)
     min_frames: int = 1
     pad_mode: str = "replicate"
     pads_inside: bool = False
@@ -239,6 +239,10 @@ class ClipSpec(_GraphInterface):
     kind: str = "clip"
     format_version: int = FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        if self.latency is None and isinstance(self.window, int) and self.window >= 1:
+            object.__setattr__(self, "latency", int(self.window) - 1)
+
     @property
     def input_names(self) -> list[str]:
         return [self.frame_input]
@@ -248,15 +252,50 @@ class ClipSpec(_GraphInterface):
         return [self.frame_output]
 
     def check(self) -> None:
-        if self.window < 1 or not 0 <= self.overlap < self.window:
-            raise ShapeError(f"clip interface: window={self.window}, overlap={self.overlap}. "
-                             "Expected window >= 1 and 0 <= overlap < window.")
+        """Raise ShapeError when the spec is inconsistent (window, overlap, latency, padding, names)."""
+        check_window(self.window, self.overlap, "clip interface")
+        if self.latency != clip_latency(self.window, self.overlap):
+            raise ShapeError(f"clip interface: latency={self.latency} for window {self.window}. "
+                             f"Expected {clip_latency(self.window, self.overlap)} (window - 1).")
+        if self.pad_multiple < 1:
+            raise ShapeError(f"clip interface: pad_multiple={self.pad_multiple}. Expected an int >= 1.")
         if self.pad_mode not in PAD_MODES:
             raise ShapeError(f"clip interface: pad_mode {self.pad_mode!r}. Expected one of {', '.join(PAD_MODES)}.")
+        if self.frame_input == self.frame_output:
+            raise ShapeError(f"clip interface: input and output are both named {self.frame_input!r}. "
+                             "Expected two names.")
+
+    def windowed(self, window: int | None = None, overlap: int | None = None) -> ClipSpec:
+        """This spec with another window and/or overlap (the runtime's ``--window``/``--overlap``)."""
+        w = self.window if window is None else int(window)
+        o = self.overlap if overlap is None else int(overlap)
+        if o >= w and overlap is None:  # a shorter window than the exported overlap: keep what fits
+            o = w - 1
+        check_window(w, o, "clip windows")
+        return replace(self, window=w, overlap=o, latency=clip_latency(w, o))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClipSpec:
         return cls(**{k: v for k, v in d.items() if k not in ("input_names", "output_names")})
+
+
+def check_window(window: int, overlap: int, subject: str = "clip windows") -> None:
+    """A window of ``window`` >= 1 frames overlapping the next by 0 <= ``overlap`` < ``window``."""
+    ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (window, overlap))
+    if not ok or window < 1 or not 0 <= overlap < window:
+        raise ShapeError(f"{subject}: window={window}, overlap={overlap}. "
+                         "Expected window >= 1 and 0 <= overlap < window.")
+
+
+def clip_latency(window: int, overlap: int) -> int:
+    """Frames after a frame arrives until its output is final, at most: ``window - 1``.
+
+    The first window decides the first frame, which waits for the window's last frame; every later
+    window keeps frames that came at most ``window - 1 - ceil(overlap / 2)`` frames before it is
+    full. (Runtime, not counted here: the time to run a window.)
+    """
+    check_window(window, overlap)
+    return int(window) - 1
 
 
 def spec_from_dict(d: dict[str, Any]) -> StepSpec | ClipSpec:

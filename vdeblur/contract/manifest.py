@@ -48,12 +48,12 @@ class Manifest:
 
     model: dict[str, Any]  # family, preset, config, checkpoint {path, sha256} or None, random_weights
     kind: str  # "step" | "clip"
-    interface: dict[str, Any]  # StepSpec.to_dict() for step graphs
+    interface: dict[str, Any]  # StepSpec.to_dict() (step graphs) or ClipSpec.to_dict() (clip graphs)
     graphs: list[GraphEntry]
     plugins: list[dict[str, str]]  # [{"id": "vdeblur::CorrelationArgmax", "version": "1"}]
     opset: int
     versions: dict[str, str]
-    clip: dict[str, Any] | None = None  # clip length / overlap / latency (clip models)
+    clip: dict[str, Any] | None = None  # clip graphs: {window, overlap, latency} (= the interface's)
     format_version: int = FORMAT_VERSION
 
     # ----- convenience views -------------------------------------------------------------
@@ -70,7 +70,7 @@ class Manifest:
 
     def spec(self) -> StepSpec | ClipSpec:
         """The graph interface as a StepSpec (kind "step") or ClipSpec (kind "clip")."""
-        return spec_from_dict(self.clip if self.kind == "clip" and self.clip else self.interface)
+        return spec_from_dict(self.interface)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +108,10 @@ _INTERFACE_REQUIRED = ("frame_input", "frame_output", "layout", "value_range", "
                        "lookahead", "flush", "pad_multiple", "input_names", "output_names")
 
 
+_CLIP_REQUIRED = ("frame_input", "frame_output", "layout", "value_range", "dtype", "window", "overlap",
+                  "latency", "pad_multiple", "kind")
+
+
 def validate(d: dict[str, Any]) -> None:
     """Check the manifest schema; raises ExportError listing every problem."""
     problems = []
@@ -132,6 +136,21 @@ def validate(d: dict[str, Any]) -> None:
                     spec_from_dict(d["interface"]).check()
                 except (ShapeError, TypeError, KeyError) as e:
                     problems.append(f"interface: {e}")
+        if d["kind"] == "clip":
+            problems += [f"interface.{k} missing" for k in _CLIP_REQUIRED if k not in d["interface"]]
+            if d["interface"].get("kind") != "clip":
+                problems.append("interface.kind is not clip")
+            if not problems:
+                try:
+                    spec = spec_from_dict(d["interface"])
+                    spec.check()
+                except (ShapeError, TypeError, KeyError) as e:
+                    problems.append(f"interface: {e}")
+                else:
+                    summary = d.get("clip")
+                    want = {"window": spec.window, "overlap": spec.overlap, "latency": spec.latency}
+                    if summary is not None and summary != want:
+                        problems.append(f"clip {summary} disagrees with the interface {want}")
         for i, g in enumerate(d["graphs"]):
             for k in ("file", "precision", "lowering", "sha256"):
                 if k not in g:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from vdeblur.contract.files import publish_dir, sha256_file, write_json
+from vdeblur.contract.interface import ClipSpec
 from vdeblur.contract.manifest import GraphEntry, Manifest
 from vdeblur.contract.precision import PRECISIONS
 from vdeblur.errors import ExportError, UsageError
@@ -95,6 +96,8 @@ def export_artifact(
     min_psnr_db: float = DEFAULT_MIN_PSNR_DB,
     overwrite: bool = False,
     int8_weights: str = "reduced",
+    window: int | None = None,
+    overlap: int | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` (preset or family) to an artifact directory ``out``; returns the report.
@@ -106,6 +109,9 @@ def export_artifact(
     :func:`vdeblur.runtime.video.load_calibration`.
     int8_weights: "reduced" (7-bit weights: right on every CPU, the default) or "full" (8-bit: for
     VNNI x86 and ARM64 CPUs), see vdeblur.export.precision.
+    window, overlap: clip models only: the windows the runtime runs by default (the manifest's;
+    default: the model's). Their graph takes any number of frames; validation runs the whole
+    validation clip as one clip against run_clip.
 
     A precision variant that fails (its transform, or its bar against run_clip) is not written; the
     report's ``validation.skipped`` lists it with the reason, and the export goes on. Only the fp32
@@ -146,8 +152,6 @@ def export_artifact(
     if checkpoint is not None:
         load_report = load_checkpoint(net, checkpoint)
         ckpt_info = {"path": str(Path(checkpoint).resolve()), "sha256": sha256_file(checkpoint)}
-    if net.kind != "step":
-        raise ExportError(f"{model}: {family} is a clip model; exporting clip models is not supported yet.")
 
     from vdeblur.export.onnx import (
         export_step_graph,
@@ -156,13 +160,15 @@ def export_artifact(
         stream_onnx,
         validation_clip,
     )
-    from vdeblur.export.stepgraph import step_module
+    from vdeblur.export.stepgraph import graph_module
     from vdeblur.metrics import compare, json_safe
 
     staging = _staging_dir(out, overwrite)
     try:
         started = time.perf_counter()
-        step, spec = step_module(net)
+        step, spec = graph_module(net, window, overlap)
+        # Clip graphs are validated on the whole validation clip as one clip (= run_clip).
+        vspec = spec.windowed(max(spec.window, frames), 0) if isinstance(spec, ClipSpec) else spec
         portable_file = "model.onnx" if plugins == "portable" else "model.portable.onnx"
         step_progress("exporting the portable graph", 0.1)
         export_step_graph(step, spec, staging / portable_file, "portable", height, width)
@@ -178,7 +184,7 @@ def export_artifact(
         clip = validation_clip(frames, height, width)
         reference = run_clip(net, clip).numpy()
         session = ort_session(staging / portable_file)
-        fp32 = compare(stream_onnx(session, spec, clip.numpy()), reference)
+        fp32 = compare(stream_onnx(session, vspec, clip.numpy()), reference)
         graphs[0].psnr_db = json_safe(fp32["psnr_db"])  # type: ignore[assignment]
         validation: dict[str, Any] = {
             "frames": frames, "height": height, "width": width, "source": "synthetic moving texture",
@@ -194,13 +200,15 @@ def export_artifact(
         calib = calibration[:16] if calibration is not None and len(wanted) > 1 else None
         for i, precision in enumerate(wanted[1:]):
             step_progress(f"{precision} variant", 0.6 + 0.35 * i / max(1, len(wanted) - 1))
-            graphs += _precision_variants(staging, graphs, precision, spec, calib, clip, reference, validation,
+            graphs += _precision_variants(staging, graphs, precision, vspec, calib, clip, reference, validation,
                                           int8_weights)
 
         manifest = Manifest(
             model={"family": family, "preset": preset, "config": config, "checkpoint": ckpt_info,
                    "random_weights": checkpoint is None},
-            kind="step", interface=spec.to_dict(), graphs=graphs, plugins=used,
+            kind=spec.kind, interface=spec.to_dict(), graphs=graphs, plugins=used,
+            clip={"window": spec.window, "overlap": spec.overlap, "latency": spec.latency}
+            if isinstance(spec, ClipSpec) else None,
             opset=_opset(staging / portable_file), versions=_versions(),
         )
         manifest.write(staging)

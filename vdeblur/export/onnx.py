@@ -1,4 +1,5 @@
-"""torch -> ONNX for step graphs (dynamic H and W), in either plugin lowering, and validation.
+"""torch -> ONNX for step graphs (dynamic H and W) and clip graphs (dynamic T, H and W), in either
+plugin lowering, and validation.
 
 :func:`export_step_graph` traces a step module (see export/stepgraph.py) with
 ``torch.onnx.export(dynamo=True)`` under :func:`vdeblur.plugins.lowering`, names its inputs and
@@ -21,7 +22,8 @@ import numpy as np
 import onnx
 import torch
 
-from vdeblur.contract.driver import drive, session_stepper
+from vdeblur.contract.driver import drive_spec, runner
+from vdeblur.contract.interface import ClipSpec
 from vdeblur.errors import ExportError
 from vdeblur.export.stepgraph import StepSpec, dynamic_shapes, example_inputs
 from vdeblur.metrics import compare
@@ -31,14 +33,15 @@ DEFAULT_OPSET = 18
 
 def export_step_graph(
     step: torch.nn.Module,
-    spec: StepSpec,
+    spec: StepSpec | ClipSpec,
     path: str | Path,
     lowering: str = "portable",
     height: int = 64,
     width: int = 64,
     opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
-    """Export a step module to ``path`` with dynamic H and W (multiples of ``spec.pad_multiple``).
+    """Export a step module to ``path`` with dynamic H and W (multiples of ``spec.pad_multiple``), or
+    a clip module (ClipSpec) with dynamic T, H and W.
 
     height, width: the (padded) example size used for tracing. Returns the saved model.
     """
@@ -109,11 +112,12 @@ def ort_session(path: str | Path, threads: int | None = None, config: dict[str, 
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def stream_onnx(session: Any, spec: StepSpec, frames: np.ndarray) -> np.ndarray:
+def stream_onnx(session: Any, spec: StepSpec | ClipSpec, frames: np.ndarray) -> np.ndarray:
     """Run frames (N, T, 3, H, W) float32 in [0, 1] through a step graph on ONNX Runtime, with the
     one driver (:func:`vdeblur.contract.driver.drive`: padding, initial states, flush, state
-    feedback). Returns (N, T, 3, H, W) float32."""
-    return drive(session_stepper(session, spec), spec, np.asarray(frames, dtype=np.float32))
+    feedback), or through a clip graph by the spec's windows (:func:`drive_clip`). Returns
+    (N, T, 3, H, W) float32."""
+    return drive_spec(runner(session, spec), spec, np.asarray(frames, dtype=np.float32))
 
 
 def validation_clip(frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:

@@ -65,7 +65,7 @@ from onnx import TensorProto, helper, numpy_helper
 from vdeblur.contract.device import nvidia_device_present
 from vdeblur.contract.precision import PLUGIN_DOMAIN, PRECISIONS, int8_weight_range
 from vdeblur.errors import ExportError, UsageError, missing_dependency
-from vdeblur.export.stepgraph import StepSpec
+from vdeblur.export.stepgraph import ClipSpec, StepSpec
 
 QUANTIZERS = ("onnxruntime", "modelopt")
 INT8_WEIGHTS = ("reduced", "full")  # 7-bit weights (right on every CPU) or 8-bit (VNNI / ARM64 only)
@@ -135,7 +135,7 @@ def convert(
     src: str | Path,
     dst: str | Path,
     precision: str,
-    spec: StepSpec,
+    spec: StepSpec | ClipSpec,
     calibration: np.ndarray | None = None,
     quantizer: str = "onnxruntime",
     int8_weights: str = "reduced",
@@ -474,15 +474,16 @@ def _ort_cpu_check(path: Path) -> tuple[bool, str]:
 # --------------------------------------------------------------------------------------------
 
 
-def calibration_feeds(session: Any, spec: StepSpec, frames: np.ndarray) -> list[dict[str, np.ndarray]]:
+def calibration_feeds(session: Any, spec: StepSpec | ClipSpec, frames: np.ndarray) -> list[dict[str, np.ndarray]]:
     """Every step's input dict when ``frames`` (T, 3, H, W) or (N, T, 3, H, W) stream through
     ``session`` (the fp32 graph) with the one driver (:func:`vdeblur.contract.driver.drive`): padded
-    to ``spec.pad_multiple``, states fed back, flush steps included. Returns T + flush.steps dicts."""
-    from vdeblur.contract.driver import drive, session_stepper
+    to ``spec.pad_multiple``, states fed back, flush steps included. Returns T + flush.steps dicts.
+    Clip graphs: one dict per window the runtime would run (:func:`drive_clip`)."""
+    from vdeblur.contract.driver import drive_spec, runner
 
     x = frames[None] if frames.ndim == 4 else frames
     feeds_all: list[dict[str, np.ndarray]] = []
-    drive(session_stepper(session, spec, record=feeds_all.append), spec, np.asarray(x, dtype=np.float32))
+    drive_spec(runner(session, spec, record=feeds_all.append), spec, np.asarray(x, dtype=np.float32))
     return feeds_all
 
 
@@ -538,7 +539,8 @@ def _check_calibration(calibration: np.ndarray | None, precision: str) -> np.nda
 
 
 def _quantize_ort(
-    src: Path, dst: Path, model: onnx.ModelProto, spec: StepSpec, frames: np.ndarray, weights: str = "reduced"
+    src: Path, dst: Path, model: onnx.ModelProto, spec: StepSpec | ClipSpec, frames: np.ndarray,
+    weights: str = "reduced",
 ) -> PrecisionResult:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -665,7 +667,7 @@ def _modelopt_eps() -> list[str]:
 
 
 def _quantize_modelopt(
-    src: Path, dst: Path, model: onnx.ModelProto, spec: StepSpec, frames: np.ndarray, precision: str
+    src: Path, dst: Path, model: onnx.ModelProto, spec: StepSpec | ClipSpec, frames: np.ndarray, precision: str
 ) -> PrecisionResult:
     try:
         from modelopt.onnx.quantization import quantize

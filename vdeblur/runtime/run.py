@@ -28,20 +28,23 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
 def run_video(artifact: str | Path, source: str | Path, output: str | Path, backend: str = "onnxruntime",
               precision: str = "fp32", device: str = "auto", progress: Progress | None = None,
               start: float = 0.0, frames: int | None = None, fps: float | None = None, crf: int | None = None,
-              codec: str | None = None) -> dict[str, Any]:
+              codec: str | None = None, window: int | None = None, overlap: int | None = None) -> dict[str, Any]:
     """Deblur a video file or image folder into a video file or a PNG folder.
 
     start, frames: the span to process (seconds to skip, at most this many frames); the output and
     its audio cover exactly that span. fps: the rate of an image folder (default 30). crf, codec:
     the encoder's quality and the codec ("h264" | "vp9"; default per container). The input's
-    timestamps (variable rates stay variable), colour and audio streams are kept.
+    timestamps (variable rates stay variable), colour and audio streams are kept. window, overlap:
+    clip artifacts only, the windows to run (default: the manifest's; ``window=30, overlap=0`` is
+    DSTNet's official test split).
     """
     src = VideoSource(source, start=start, frames=frames, fps=fps)
     latencies: list[float] = []
     started = time.perf_counter()
     size: tuple[int, int] | None = None
     total = src.total
-    with Stream(artifact, backend=backend, precision=precision, device=device) as stream, \
+    with Stream(artifact, backend=backend, precision=precision, device=device, window=window,
+                overlap=overlap) as stream, \
             FrameSink(output, fps=src.fps, color=src.color, crf=crf, codec=codec) as sink:
         times: list[float] = []
         count = 0
@@ -72,6 +75,7 @@ def run_video(artifact: str | Path, source: str | Path, output: str | Path, back
             raise UsageError(f"run: wrote {sink.count} frames for {count} inputs. This is a bug; please report it.")
         sink.commit(end=src.end)
         graph = describe(stream.backend)
+        windows = _windows(stream)
     seconds = time.perf_counter() - started
     return {"input": str(source), "output": str(output), "backend": backend, "precision": precision,
             "graph": graph, "frames": count, "size": list(size) if size else None,
@@ -83,7 +87,16 @@ def run_video(artifact: str | Path, source: str | Path, output: str | Path, back
             "size_out": list(sink.size_out) if sink.size_out else (list(size) if size else None),
             "notes": list(sink.notes),
             "seconds": round(seconds, 3), "fps": count / seconds if seconds else 0.0, "input_fps": src.fps,
-            "output_fps": src.fps, "latency_ms": percentiles_ms(latencies)}
+            "output_fps": src.fps, "latency_ms": percentiles_ms(latencies), **windows}
+
+
+def _windows(stream: Stream) -> dict[str, Any]:
+    """How a stream decides its frames: ``latency_frames`` (frames a frame waits for its output, at
+    most) and, for clip artifacts, the window and overlap it ran."""
+    out: dict[str, Any] = {"kind": stream.kind, "latency_frames": stream.lookahead}
+    if stream.kind == "clip":
+        out.update(window=stream.window, overlap=stream.overlap)
+    return out
 
 
 def _clock(seconds: float) -> str:
@@ -94,8 +107,10 @@ def _clock(seconds: float) -> str:
 
 def compare_backends(artifact: str | Path, backends: list[str], precision: str = "fp32", frames: int = 8,
                      height: int | None = None, width: int | None = None, source: str | Path | None = None,
-                     device: str = "auto", tol: float | None = None) -> dict[str, Any]:
-    """Stream the same frames through each backend; PSNR, max error and fraction within tolerance per pair."""
+                     device: str = "auto", tol: float | None = None, window: int | None = None,
+                     overlap: int | None = None) -> dict[str, Any]:
+    """Stream the same frames through each backend; PSNR, max error and fraction within tolerance per pair
+    (window, overlap: clip artifacts, as :func:`run_video`)."""
     from vdeblur.metrics import PIXEL_TOL, compare, json_safe
 
     if len(backends) < 2:
@@ -108,7 +123,7 @@ def compare_backends(artifact: str | Path, backends: list[str], precision: str =
     for name in backends:
         try:
             with Stream(artifact, backend=name, precision=precision if name != "torch" else "fp32",
-                        device=device) as stream:
+                        device=device, window=window, overlap=overlap) as stream:
                 t = time.perf_counter()
                 outs = []
                 for f in clip:

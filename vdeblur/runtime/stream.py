@@ -21,6 +21,12 @@ Semantics (the manifest's interface):
   continues; indices keep counting;
 - :meth:`reset` drops pending frames without outputs and starts over.
 
+Clip artifacts (bidirectional models) run by windows (:class:`vdeblur.contract.driver.ClipDriver`):
+``window`` frames overlapping by ``overlap`` (the manifest's, or ``window=``/``overlap=`` here),
+the centre of each window kept; a frame's output comes when the window that decides it is full
+(``latency`` frames later at most) and :meth:`flush` runs the video's last window. A sequence no
+longer than one window runs as one clip of its own length.
+
 This module does not import torch.
 """
 
@@ -31,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from vdeblur.contract.driver import StepDriver, pad_in_place
+from vdeblur.contract.driver import ClipDriver, StepDriver, pad_in_place
+from vdeblur.contract.interface import ClipSpec
 from vdeblur.errors import ShapeError
 from vdeblur.runtime.backends import open_backend
 from vdeblur.runtime.backends.base import Backend
@@ -39,18 +46,32 @@ from vdeblur.runtime.backends.base import Backend
 
 class Stream:
     def __init__(self, artifact: str | Path | None = None, backend: str | Backend = "onnxruntime",
-                 precision: str = "fp32", device: str = "auto", **options: Any) -> None:
+                 precision: str = "fp32", device: str = "auto", window: int | None = None,
+                 overlap: int | None = None, **options: Any) -> None:
+        """``window``, ``overlap``: clip artifacts only, the windows to run (default: the manifest's)."""
         if isinstance(backend, str):
             if artifact is None:
                 raise ShapeError("Stream: no artifact given. Expected an artifact directory or an open Backend.")
             backend = open_backend(artifact, backend, precision=precision, device=device, **options)
         self.backend: Backend = backend
         iface = self.backend.iface
-        self.lookahead: int = iface.lookahead
+        self.kind: str = iface.kind
         self.flush_steps: int = iface.flush_steps
         self.pad_multiple: int = iface.pad_multiple
         self._pad_mode = iface.pad_mode
-        self._driver = StepDriver(self.backend, self.lookahead, self.flush_steps)  # the one streaming loop
+        self.window: int | None = None
+        self.overlap: int | None = None
+        self._driver: StepDriver | ClipDriver
+        if isinstance(iface.spec, ClipSpec):
+            spec = iface.spec.windowed(window, overlap)
+            self.window, self.overlap = spec.window, spec.overlap
+            self.lookahead: int = spec.latency
+            self._driver = ClipDriver(self.backend, spec.window, spec.overlap)  # the one window loop
+        else:
+            if window is not None or overlap is not None:
+                raise ShapeError("Stream: window/overlap are for clip artifacts. This one is a step graph.")
+            self.lookahead = iface.lookahead
+            self._driver = StepDriver(self.backend, self.lookahead, self.flush_steps)  # the one streaming loop
         self._next_index = 0
         self.reset()
 
@@ -76,7 +97,9 @@ class Stream:
         self._prepare(frame)
         out = self._driver.push(self._padded)
         self._next_index += 1
-        if out is not None:
+        if isinstance(out, list):  # clip windows: the outputs this frame completed
+            ready += [self._emit(o) for o in out]
+        elif out is not None:
             ready.append(self._emit(out))
         return ready
 

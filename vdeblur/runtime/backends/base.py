@@ -1,6 +1,6 @@
 """The Backend base class: what a stream needs from an engine, and the lifecycle every backend shares.
 
-A backend runs one artifact's step graph (see the manifest's ``interface``) and keeps the
+A backend runs one artifact's step graph or clip graph (see the manifest's ``interface``) and keeps the
 recurrent state itself, where it can keep it without copies (ONNX Runtime OrtValues swapped
 between steps, TensorRT ping-pong device buffers). It is a
 :class:`vdeblur.contract.driver.Stepper`, so the one driver streams frames through it:
@@ -10,6 +10,8 @@ between steps, TensorRT ping-pong device buffers). It is a
 - :meth:`Backend.step` feeds one padded frame (N, 3, Hp, Wp) float32 and returns the output frame
   of the step (N, 3, Hp, Wp), float32, the state updated in place (the array may be a buffer the
   backend reuses at the next step: copy it to keep it);
+- :meth:`Backend.clip` (clip graphs) runs padded frames (N, T, 3, Hp, Wp) float32 -> the outputs of
+  the same shape; it is a :class:`vdeblur.contract.driver.Clipper`, so the one window driver runs it;
 - :meth:`Backend.run` is the stateless escape hatch: every input by name -> every output by name.
 
 The base class reads the manifest (:class:`Interface`), owns the lifecycle (``close`` once, context
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from vdeblur.contract import manifest as manifest_mod
-from vdeblur.contract.interface import StepSpec
+from vdeblur.contract.interface import ClipSpec, StepSpec
 from vdeblur.errors import BackendError, ShapeError, UsageError
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "tensorrt-rtx")
@@ -47,36 +49,68 @@ class StateBuffer:
 
 
 class Interface:
-    """The step-graph interface of an artifact, from its manifest (no torch, no onnxruntime)."""
+    """The graph interface of an artifact, from its manifest (no torch, no onnxruntime).
+
+    ``kind`` "step": a step graph (states, lookahead, flush); "clip": a clip graph (``window``,
+    ``overlap``, ``latency``; no state: ``states`` is empty, ``lookahead`` is the latency in frames).
+    """
 
     def __init__(self, artifact: str | Path) -> None:
         self.artifact = Path(artifact)
         self.manifest = manifest_mod.read(self.artifact)
-        if self.manifest.kind != "step":
-            raise BackendError(f"{artifact}: is a {self.manifest.kind} artifact. Only step graphs are supported.")
+        self.kind: str = self.manifest.kind
         spec = self.manifest.spec()
-        assert isinstance(spec, StepSpec)
-        self.spec: StepSpec = spec
+        self.spec: StepSpec | ClipSpec = spec
         self.frame_input: str = spec.frame_input
         self.frame_output: str = spec.frame_output
         self.input_names: list[str] = spec.input_names
         self.output_names: list[str] = spec.output_names
-        self.flag_input: str | None = spec.flush.flag_input
-        self.flush_steps: int = spec.flush.steps
-        self.lookahead: int = spec.lookahead
         self.pad_multiple: int = spec.pad_multiple
         self.pad_mode: str = spec.pad_mode
-        self.states: list[dict[str, Any]] = list(self.manifest.interface["states"])
+        if isinstance(spec, ClipSpec):
+            self.flag_input: str | None = None
+            self.flush_steps: int = 0
+            self.lookahead: int = spec.latency
+            self.states: list[dict[str, Any]] = []
+            self.window: int | None = spec.window
+            self.overlap: int | None = spec.overlap
+        else:
+            self.flag_input = spec.flush.flag_input
+            self.flush_steps = spec.flush.steps
+            self.lookahead = spec.lookahead
+            self.states = list(self.manifest.interface["states"])
+            self.window = self.overlap = None
 
     def graph_path(self, precision: str, lowering: str = "portable") -> Path:
         return self.artifact / self.manifest.graph(precision, lowering).file
 
     def state_buffers(self, n: int, hp: int, wp: int) -> list[StateBuffer]:
+        spec = self.spec
+        if isinstance(spec, ClipSpec):
+            return []
         return [StateBuffer(s.input_name, s.output_name, s.resolve(n, hp, wp), np.dtype(s.dtype), float(s.initial))
-                for s in self.spec.states]
+                for s in spec.states]
+
+    def check_clip(self, frames: np.ndarray) -> None:
+        """Padded clip frames: (N, T, 3, Hp, Wp) float32, T >= 1, Hp and Wp multiples of the pad multiple."""
+        if self.kind != "clip":
+            raise BackendError(f"{self.artifact}: is a step artifact. Stream it frame by frame (step), not by clips.")
+        if frames.ndim != 5 or frames.shape[2] != 3 or frames.shape[1] < 1:
+            raise ShapeError(f"clip: frames have shape {frames.shape}. Expected (N, T, 3, H, W) with T >= 1.")
+        if frames.dtype != np.float32:
+            raise ShapeError(f"clip: frames have dtype {frames.dtype}. Expected float32 in [0, 1].")
+        m = self.pad_multiple
+        if frames.shape[3] % m or frames.shape[4] % m:
+            raise ShapeError(
+                f"clip: frames are {frames.shape[4]}x{frames.shape[3]}. Expected multiples of {m} (pad them, or use "
+                "Stream)."
+            )
 
     def check_frame(self, frame: np.ndarray) -> None:
         """A padded step frame: (N, 3, Hp, Wp) float32 with Hp, Wp multiples of the pad multiple."""
+        if self.kind != "step":
+            raise BackendError(f"{self.artifact}: is a clip artifact. Run it by clips (Backend.clip or Stream), "
+                               "not frame by frame.")
         if frame.ndim != 4 or frame.shape[1] != 3:
             raise ShapeError(f"step: frame has shape {frame.shape}. Expected (N, 3, H, W).")
         if frame.dtype != np.float32:
@@ -105,8 +139,12 @@ class Backend:
         self.closed = False
 
     @property
-    def spec(self) -> StepSpec:
+    def spec(self) -> StepSpec | ClipSpec:
         return self.iface.spec
+
+    @property
+    def kind(self) -> str:
+        return self.iface.kind
 
     # ----- what each backend implements ---------------------------------------------------
 
@@ -115,6 +153,10 @@ class Backend:
 
     def step(self, frame: np.ndarray, flush: bool = False) -> np.ndarray:
         raise NotImplementedError
+
+    def clip(self, frames: np.ndarray) -> np.ndarray:
+        """Clip graphs: padded frames (N, T, 3, Hp, Wp) float32 -> outputs of the same shape."""
+        raise BackendError(f"{self.name} backend: clip graphs are not supported by this backend.")
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -197,6 +197,15 @@ class OnnxRuntimeBackend(Backend):
         # On the CPU this is the bound buffer itself, overwritten by the next step: copy to keep it.
         return self._out_host if self._out_host is not None else self._out.numpy()
 
+    # ----- clip graphs --------------------------------------------------------------------
+
+    def clip(self, frames: np.ndarray) -> np.ndarray:
+        """A window of padded frames (N, T, 3, Hp, Wp) float32 through the clip graph."""
+        self._check_open()
+        self.iface.check_clip(frames)
+        out = self.session.run([self.iface.frame_output], {self.iface.frame_input: np.ascontiguousarray(frames)})[0]
+        return np.asarray(out, dtype=np.float32)
+
     # ----- stateless ---------------------------------------------------------------------
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -2,7 +2,8 @@
 
 It rebuilds the model from the manifest (family, configuration, checkpoint; random weights are
 re-created with the export's seed), takes its step module (the model's ``make_step``) and runs it with
-the state kept as torch tensors. On CUDA the plugin ops run their Triton kernels.
+the state kept as torch tensors; clip models run their clip module (``make_clip``) window by
+window. On CUDA the plugin ops run their Triton kernels.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class TorchBackend(Backend):
                 )
             load_checkpoint(model, checkpoint["path"])
         model = model.to(self.device).eval()
-        step, self._spec = model.make_step()  # the model layer's step module (no export code here)
+        # the model layer's step or clip module (no export code here)
+        step, self._spec = model.make_step() if self.kind == "step" else model.make_clip()
         self._step = step.eval()
         self._states: list[Any] | None = None
         self._size: tuple[int, int, int] | None = None
@@ -77,6 +79,16 @@ class TorchBackend(Backend):
         with torch.inference_mode():
             out, *self._states = self._step(*args, *self._states)
         return out.float().cpu().numpy()
+
+    def clip(self, frames: np.ndarray) -> np.ndarray:
+        """A window of padded frames (N, T, 3, Hp, Wp) float32 through the model's clip module."""
+        import torch
+
+        self._check_open()
+        self.iface.check_clip(frames)
+        with torch.inference_mode():
+            out = self._step(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device))
+        return out.float().cpu().numpy()  # type: ignore[no-any-return]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
