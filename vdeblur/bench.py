@@ -10,6 +10,14 @@ upload and the output's download). Each row reports min/p50/p90/p99/max/mean, th
 deviation and the interquartile range; ``speedup_vs_torch_fp32`` is the torch fp32 p50 over this
 p50, with the spread of the per-frame ratios (frame k of torch over frame k of this combination).
 
+Clip artifacts (bidirectional models) decide frames by windows: a push that completes a window
+runs it, the others only queue the frame. Their rows give ``window_ms`` (the wall time of each
+window run, percentiles), ``latency_ms`` per frame as each window's time spread over the frames it
+ran (so fps is the throughput), and ``latency_frames``, how many frames an output waits for its
+window at most (the step artifacts' lookahead). The warm-up frames run as a clip of their own
+(flushed) so that the timed frames start a new sequence; the window is the manifest's, shortened to
+the timed frames when they are fewer.
+
 Threads are pinned: ``threads`` (default: the physical cores) intra-op threads for ONNX Runtime and
 PyTorch alike, recorded in the results with the CPU model, its ISA flags and the load average
 before and after the run. PSNR is measured against the fp32 torch reference (the model code
@@ -152,6 +160,7 @@ def bench(target: str | Path, backends: list[str], precisions: list[str], height
                 row["skipped"] = "the torch backend runs the fp32 reference only"
                 continue
             options = {"threads": threads} if backend in THREADED_BACKENDS else {}
+            options.update(_windows(artifact, frames))
             before = _rss_mb()
             try:
                 stream = Stream(artifact, backend=backend, precision=precision, device=device, **options)
@@ -162,23 +171,44 @@ def bench(target: str | Path, backends: list[str], precisions: list[str], height
             outputs[k] = {}
             for f in clip[:warmup]:
                 outputs[k].update(stream.push(f))
+            if stream.kind == "clip":  # the warm-up frames as one clip; the timed frames start over
+                outputs[k].update(stream.flush())
+                row.update(window=stream.window, overlap=stream.overlap)
+            row["latency_frames"] = stream.lookahead
             after = _rss_mb()
             row["memory_mb"] = round(after - before, 1) if before is not None and after is not None else None
             row["graph"] = describe(stream.backend)
         latencies: dict[int, list[float]] = {k: [] for k in streams}
+        windows: dict[int, list[tuple[float, int]]] = {k: [] for k in streams}  # clip: (seconds, frames)
+        offset = {k: warmup if s.kind == "clip" else 0 for k, s in streams.items()}  # clip indices start over
         order = list(streams)
+
+        def timed_call(k: int, call: Callable[[], list[tuple[int, np.ndarray]]]) -> None:
+            runs = streams[k].windows_run
+            t = time.perf_counter()
+            ready = call()
+            dt = time.perf_counter() - t
+            if streams[k].kind == "clip":
+                if streams[k].windows_run > runs:
+                    windows[k].append((dt, streams[k].last_window_frames))
+            else:
+                latencies[k].append(dt)
+            outputs[k].update((i + offset[k], o) for i, o in ready)
+
         for i, f in enumerate(clip[warmup:]):
             say(f"timed frame {i + 1}/{frames}, {len(order)} combinations interleaved", 0.2 + 0.75 * i / frames)
             shift = i % max(1, len(order))
             for k in order[shift:] + order[:shift]:  # rotate: no combination always runs first
-                t = time.perf_counter()
-                ready = streams[k].push(f)
-                latencies[k].append(time.perf_counter() - t)
-                outputs[k].update(ready)
-        for k, stream in streams.items():
-            outputs[k].update(stream.flush())
+                timed_call(k, lambda k=k, f=f: streams[k].push(f))  # type: ignore[misc]
+        for k in order:
+            timed_call(k, streams[k].flush)
+        for k, runs in windows.items():  # a window's time spread over the frames it ran
+            if streams[k].kind == "clip":
+                latencies[k] = [dt / n for dt, n in runs for _ in range(n)]
+                rows[k]["window_ms"] = percentiles_ms([dt for dt, _ in runs])
+                rows[k]["windows"] = len(runs)
         timed = {k: np.stack([outputs[k][i] for i in range(warmup, warmup + frames)]) for k in streams}
-        reference, reference_error = _reference(artifact, clip, warmup, combos, timed)
+        reference, reference_error = _reference(artifact, clip, warmup, combos, timed, _windows(artifact, frames))
         for k in streams:
             row = rows[k]
             row["latency_ms"] = _latency(latencies[k])
@@ -207,23 +237,39 @@ def bench(target: str | Path, backends: list[str], precisions: list[str], height
 
 
 def _reference(artifact: Path, clip: np.ndarray, warmup: int, combos: list[tuple[str, str]],
-               timed: dict[int, np.ndarray]) -> tuple[np.ndarray | None, str | None]:
+               timed: dict[int, np.ndarray], windows: dict[str, int]) -> tuple[np.ndarray | None, str | None]:
     """The torch fp32 outputs of the timed frames: from the run itself when torch fp32 is one of the
-    combinations, else streamed once more (untimed)."""
+    combinations, else streamed once more (untimed; clip artifacts by the same windows)."""
     from vdeblur.runtime.stream import Stream
 
     for k, combo in enumerate(combos):
         if combo == ("torch", "fp32") and k in timed:
             return timed[k], None
     try:
-        with Stream(artifact, backend="torch") as s:
+        with Stream(artifact, backend="torch", **windows) as s:
             got: dict[int, np.ndarray] = {}
+            if s.kind == "clip":  # warm-up frames and timed frames are two sequences, as in the run
+                for f in clip[:warmup]:
+                    s.push(f)
+                s.flush()
+                clip = clip[warmup:]
+                warmup = 0
             for f in clip:
                 got.update(s.push(f))
             got.update(s.flush())
     except VdeblurError as e:
         return None, str(e)
     return np.stack([got[i] for i in range(warmup, len(clip))]), None
+
+
+def _windows(artifact: Path, frames: int) -> dict[str, int]:
+    """Clip artifacts: the manifest's window, shortened to the timed frames (so that at least one
+    window runs while timed); nothing for step artifacts."""
+    m = json.loads((artifact / "manifest.json").read_text())
+    if m.get("kind") != "clip":
+        return {}
+    window = min(int(m["interface"]["window"]), frames)
+    return {"window": window, "overlap": min(int(m["interface"]["overlap"]), window - 1)}
 
 
 def _latency(seconds: list[float]) -> dict[str, float]:
@@ -281,13 +327,13 @@ def format_table(payload: dict[str, Any]) -> str:
         f"{threads.get('intra_op', '?')} threads; load average before {m.get('load_average_before')}, "
         f"after {m.get('load_average_after')}.",
         "",
-        "| backend | precision | p50 ms | IQR ms | p90 ms | p99 ms | mean ms | fps | +MB | PSNR dB "
+        "| backend | precision | p50 ms | IQR ms | p90 ms | p99 ms | mean ms | fps | latency frames | +MB | PSNR dB "
         "| vs torch fp32 (per-frame p25-p75) | graph |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in payload["results"]:
         if r["skipped"]:
-            lines.append(f"| {r['backend']} | {r['precision']} | skipped: {r['skipped']} ||||||||||")
+            lines.append(f"| {r['backend']} | {r['precision']} | skipped: {r['skipped']} |||||||||||")
             continue
         lat = r["latency_ms"]
         psnr = r["psnr_db"]
@@ -297,9 +343,15 @@ def format_table(payload: dict[str, Any]) -> str:
         if spread:
             ratio += f" ({spread['p25']:.2f}-{spread['p75']:.2f})"
         mem = f"{r['memory_mb']:.0f}" if r.get("memory_mb") is not None else "-"
+        waits = str(r.get("latency_frames", "-"))
+        if r.get("window_ms"):
+            waits += f" (windows of {r['window']}, overlap {r['overlap']}: p50 {r['window_ms']['p50']:.0f} ms each)"
         lines.append(f"| {r['backend']} | {r['precision']} | {lat['p50']:.1f} | {lat.get('iqr', 0.0):.1f} | "
-                     f"{lat['p90']:.1f} | {lat['p99']:.1f} | {lat['mean']:.1f} | {r['fps']:.2f} | {mem} | {psnr_s} | "
-                     f"{ratio} | {_graph_cell(r.get('graph'))} |")
+                     f"{lat['p90']:.1f} | {lat['p99']:.1f} | {lat['mean']:.1f} | {r['fps']:.2f} | {waits} | {mem} | "
+                     f"{psnr_s} | {ratio} | {_graph_cell(r.get('graph'))} |")
+    if any(r.get("window_ms") for r in payload["results"]):
+        lines += ["", "Clip models: ms per frame = each window's time over its frames; a frame's output waits for "
+                      "its window (latency frames), then for the window's run."]
     return "\n".join(lines) + "\n"
 
 

@@ -192,6 +192,7 @@ def _run(out: Path, files: Any, blurry: np.ndarray, sharp: np.ndarray, wanted: l
                 latencies.append(time.perf_counter() - t)
             outputs.update(stream.flush())
             row["graph"] = stream.backend.describe()
+            row["latency_frames"] = stream.lookahead  # frames an output waits for (lookahead, or a clip window)
         deblurred = np.stack([outputs[i] for i in range(len(blurry))])
         with FrameSink(out / f"deblurred_{precision}.mp4", fps=float(files.clip_meta.get("fps", 24))) as sink:
             for f in deblurred:

@@ -80,9 +80,6 @@ def plan(artifact_dir: str | Path, backend: str, precision: str = "fp32",
         raise UsageError(f"build: --lowering {lowering!r} is not built by {backend}. Expected {' or '.join(allowed)}.")
     directory = Path(artifact_dir)
     man = manifest_mod.read(directory)
-    if man.kind != "step":
-        raise ExportError(f"{directory}: is a {man.kind} artifact. `vdeblur build` supports step graphs only "
-                          "(MTU, MMP-RNN, ARVo) for now.")
     interface = man.interface
     notes_before: list[str] = []
     if lowering is None:

@@ -17,7 +17,7 @@ Verification compares what users see: a synthetic clip (textured scene under cam
 lookahead + 4 frames at the min size of ``--shapes``, seed 11) streams through the optimised model
 and through the source graph without any graph optimisation, both opened as InferenceSessions with
 the session options the runtime will use, driven by THE step loop
-(:func:`vdeblur.contract.driver.drive`); the output frames must meet the precision's bar
+(:func:`vdeblur.contract.driver.drive_spec`); the output frames must meet the precision's bar
 (``vdeblur.contract.precision.ENGINE_BARS``: PSNR and the fraction within half an 8-bit level). An
 optimised model below its bar is not used: the build falls back to the source graph opened without
 graph optimisation (session.json ``fallback`` says why, with the numbers), and the result and the
@@ -220,17 +220,17 @@ def verify_frames(p: BuildPlan, optimised: Path, providers: list[list[Any]],
                   session_options: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Output frames (T, 3, H, W) float32 of the optimised model (opened as session.json will say)
     and of the source graph without graph optimisation, for the same synthetic clip at the min
-    size, streamed as every runtime streams (:func:`vdeblur.contract.driver.drive`)."""
+    size, streamed as every runtime streams (:func:`vdeblur.contract.driver.drive_spec`)."""
     import onnxruntime as ort
 
-    from vdeblur.contract.driver import drive, session_stepper
+    from vdeblur.contract.driver import drive_spec, runner
     from vdeblur.contract.interface import StepSpec
     from vdeblur.data.texture import moving_texture
 
     spec = manifest_mod.read(p.artifact).spec()
-    assert isinstance(spec, StepSpec)  # plan() accepts step artifacts only
     h, w = p.shapes["min"]
-    frames = moving_texture(spec.lookahead + VERIFY_EXTRA_FRAMES, h, w, seed=VERIFY_SEED)[None]  # (1, T, 3, H, W)
+    warmup = spec.lookahead if isinstance(spec, StepSpec) else 0  # a clip graph: one clip of these frames
+    frames = moving_texture(warmup + VERIFY_EXTRA_FRAMES, h, w, seed=VERIFY_SEED)[None]  # (1, T, 3, H, W)
     reference_options = {**session_options, "graph_optimization_level": "ORT_DISABLE_ALL"}
     outputs = []
     for graph, options in ((optimised, session_options), (Path(p.onnx), reference_options)):
@@ -240,6 +240,6 @@ def verify_frames(p: BuildPlan, optimised: Path, providers: list[list[Any]],
         except Exception as e:  # onnxruntime raises its own exception types
             raise BackendError(f"{graph}: the model does not load in ONNX Runtime for verification "
                                f"({first_line(e)}). Expected it to; re-export the artifact.") from e
-        outputs.append(drive(session_stepper(session, spec), spec, frames)[0])
+        outputs.append(drive_spec(runner(session, spec), spec, frames)[0])
         del session
     return outputs[0], outputs[1]

@@ -28,14 +28,18 @@ from vdeblur.contract.interface import resolve_shape
 from vdeblur.contract.precision import PLUGIN_DOMAIN
 from vdeblur.errors import ExportError
 
-__all__ = ["DEFAULT_SHAPES", "SHAPE_NAMES", "BuildPlan", "Shapes", "dynamic_inputs", "format_shapes", "input_dims",
-           "input_profiles", "onnx_inputs", "parse_shapes", "parse_shapes_with_notes", "shape_notes", "shapes_text"]
+__all__ = ["DEFAULT_SHAPES", "SHAPE_NAMES", "BuildPlan", "Shapes", "clip_frames", "dynamic_inputs", "format_shapes",
+           "input_dims", "input_profiles", "onnx_inputs", "parse_shapes", "parse_shapes_with_notes", "shape_notes",
+           "shapes_text"]
 
 
 def input_dims(interface: Mapping[str, Any]) -> dict[str, list[int | str]]:
     """Symbolic shape of every input of a step graph, in ``input_names`` order.
 
-    The frame is (N, 3, Hp, Wp), the flush flag (N,), each state its manifest shape."""
+    The frame is (N, 3, Hp, Wp), the flush flag (N,), each state its manifest shape. A clip graph
+    has one input, the frames (N, T, 3, Hp, Wp)."""
+    if interface.get("kind") == "clip":
+        return {interface["frame_input"]: ["N", "T", 3, "Hp", "Wp"]}
     dims: dict[str, list[int | str]] = {interface["frame_input"]: ["N", 3, "Hp", "Wp"]}
     flag = (interface.get("flush") or {}).get("flag_input")
     if flag:
@@ -52,15 +56,24 @@ def input_dims(interface: Mapping[str, Any]) -> dict[str, list[int | str]]:
 def input_profiles(interface: Mapping[str, Any], shapes: Shapes, batch: int = 1) -> dict[str, dict[str, list[int]]]:
     """{input name: {"min": shape, "opt": shape, "max": shape}} for padded frame sizes ``shapes``.
 
-    Batch ``batch`` (1: one stream per engine context). Raises ShapeError for a dimension outside
-    the shape grammar."""
+    Batch ``batch`` (1: one stream per engine context). Clip graphs: the number of frames T runs
+    from 1 (a video shorter than a window is one clip of its length) to the manifest's window (opt:
+    the window). Raises ShapeError for a dimension outside the shape grammar."""
+    frames = clip_frames(interface)
     profiles: dict[str, dict[str, list[int]]] = {}
     for name, dims in input_dims(interface).items():
-        profiles[name] = {
-            key: list(resolve_shape(dims, batch, h, w, f"profile {key} ({h}x{w}), input {name!r}"))
-            for key, (h, w) in zip(SHAPE_NAMES, shapes, strict=True)
-        }
+        profiles[name] = {}
+        for key, (h, w) in zip(SHAPE_NAMES, shapes, strict=True):
+            grammar = [frames[key] if d == "T" else d for d in dims]
+            profiles[name][key] = list(resolve_shape(grammar, batch, h, w, f"profile {key} ({h}x{w}), input {name!r}"))
     return profiles
+
+
+def clip_frames(interface: Mapping[str, Any]) -> dict[str, int]:
+    """The profile's number of frames of a clip graph: min 1, opt and max the manifest's window
+    (the runtime's ``--window`` may be shorter, never longer, on such an engine)."""
+    window = int(interface.get("window") or 1)
+    return {"min": 1, "opt": window, "max": window}
 
 
 def onnx_inputs(path: str | Path) -> tuple[dict[str, list[int]], list[str]]:

@@ -476,12 +476,12 @@ REWRITE_CHECK_FRAMES = 4  # frames after the warm-up of the fidelity check of a 
 
 def rewritten_fidelity(p: BuildPlan, onnx_bytes: bytes) -> dict[str, Any]:
     """What the rewrite did to the numbers, measured: the rewritten graph against the artifact's fp32
-    graph on the same frames (:func:`vdeblur.contract.driver.drive` over ONNX Runtime, Q/DQ computed
+    graph on the same frames (:func:`vdeblur.contract.driver.drive_spec` over ONNX Runtime, Q/DQ computed
     in float so that the CPU's integer kernels do not enter), judged by the precision's variant bar
     (:data:`vdeblur.contract.precision.VARIANT_BARS`) like the export judged the graph it wrote.
     Raises BackendError, writing nothing, when it falls short. Only portable graphs run in ONNX
     Runtime: for a trt-lowered graph the result says it was not measured."""
-    from vdeblur.contract.driver import drive, session_stepper
+    from vdeblur.contract.driver import drive_spec, runner
     from vdeblur.contract.interface import StepSpec
     from vdeblur.contract.precision import DISABLE_QDQ, VARIANT_BARS, frame_metrics
     from vdeblur.data.texture import moving_texture
@@ -494,9 +494,9 @@ def rewritten_fidelity(p: BuildPlan, onnx_bytes: bytes) -> dict[str, Any]:
         raise missing_dependency("onnxruntime", "dev", "checking a rewritten int8 graph") from e
     man = manifest_mod.read(p.artifact)
     spec = man.spec()
-    assert isinstance(spec, StepSpec)
     h, w = p.shapes["min"]
-    frames = moving_texture(spec.lookahead + REWRITE_CHECK_FRAMES, h, w, seed=11)[None]
+    warmup = spec.lookahead if isinstance(spec, StepSpec) else 0  # a clip graph: one clip of these frames
+    frames = moving_texture(warmup + REWRITE_CHECK_FRAMES, h, w, seed=11)[None]
 
     def session(model: str | bytes, float_qdq: bool) -> Any:
         opts = ort.SessionOptions()
@@ -505,9 +505,9 @@ def rewritten_fidelity(p: BuildPlan, onnx_bytes: bytes) -> dict[str, Any]:
             opts.add_session_config_entry(DISABLE_QDQ, "1")
         return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
-    want = drive(session_stepper(session(str(Path(p.artifact) / man.graph("fp32", "portable").file), False), spec),
-                 spec, frames)
-    got = drive(session_stepper(session(onnx_bytes, True), spec), spec, frames)
+    want = drive_spec(runner(session(str(Path(p.artifact) / man.graph("fp32", "portable").file), False), spec),
+                      spec, frames)
+    got = drive_spec(runner(session(onnx_bytes, True), spec), spec, frames)
     metrics = frame_metrics(got, want)
     bar = VARIANT_BARS.get(p.precision, VARIANT_BARS["int8"])
     short = bar.check(metrics["psnr_db"], metrics["within_half_level"])

@@ -237,7 +237,8 @@ class ClipDriver:
         self.clipper = clipper
         self.window = int(window)
         self.overlap = int(overlap)
-        self.windows_run = 0
+        self.windows_run = 0  # windows run since construction (benchmarks time them)
+        self.last_window_frames = 0  # frames of the last window run
         self.begin()
 
     @classmethod
@@ -287,6 +288,7 @@ class ClipDriver:
             raise ShapeError(f"clip: the graph returned {outs.shape} for frames {frames.shape}. "
                              "Expected the same shape.")
         self.windows_run += 1
+        self.last_window_frames = int(frames.shape[1])
         return outs
 
 

@@ -110,6 +110,16 @@ class Stream:
         self._first_index = 0
         return ready
 
+    @property
+    def windows_run(self) -> int:
+        """Clip artifacts: windows run so far (0 for step artifacts)."""
+        return self._driver.windows_run if isinstance(self._driver, ClipDriver) else 0
+
+    @property
+    def last_window_frames(self) -> int:
+        """Clip artifacts: frames of the last window run (0 for step artifacts)."""
+        return self._driver.last_window_frames if isinstance(self._driver, ClipDriver) else 0
+
     def close(self) -> None:
         self.backend.close()
 

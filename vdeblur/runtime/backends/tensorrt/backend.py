@@ -300,6 +300,18 @@ class TensorRTBackend(Backend):
             raise BackendError("execute_async_v3 returned False while capturing")
         return graph
 
+    # ----- clip graphs ----------------------------------------------------------------------
+
+    def clip(self, frames: np.ndarray) -> np.ndarray:
+        """A window of padded frames (N, T, 3, Hp, Wp) float32 through a clip engine (T within the
+        engine's profile: 1 .. the window it was built for). Runs through :meth:`run`: a window is
+        many frames of work, so its per-call buffers cost little next to it."""
+        self._api()
+        self.iface.check_clip(frames)
+        name_in, name_out = self.interface["frame_input"], self.interface["frame_output"]
+        out = self.run({name_in: frames.astype(self.info.dtype(name_in), copy=False)})[name_out]
+        return np.asarray(out, dtype=np.float32)
+
     # ----- stateless ---------------------------------------------------------------------
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -205,7 +205,7 @@ class EngineInfo:
 
 
 def check_io(interface: Mapping[str, Any], info: EngineInfo, subject: str = "tensorrt engine") -> None:
-    """The engine's tensors are the manifest's step interface; ping-pong pairs share a dtype."""
+    """The engine's tensors are the manifest's step (or clip) interface; ping-pong pairs share a dtype."""
     problems = []
     want_in, want_out = list(interface["input_names"]), list(interface["output_names"])
     if sorted(info.inputs) != sorted(want_in):
@@ -213,7 +213,7 @@ def check_io(interface: Mapping[str, Any], info: EngineInfo, subject: str = "ten
     if sorted(info.outputs) != sorted(want_out):  # every output needs a bound buffer
         problems.append(f"its outputs are {sorted(info.outputs)}, the manifest's {sorted(want_out)}")
     if not problems:
-        for s in interface["states"]:
+        for s in interface.get("states", []):  # a clip graph has none
             a, b = info.dtype(s["input_name"]), info.dtype(s["output_name"])
             if a != b:
                 problems.append(f"state {s['input_name']!r} is {a} but {s['output_name']!r} is {b}")
