@@ -25,7 +25,7 @@ from vdeblur.contract.engines import (
     shapes_text,
 )
 from vdeblur.contract.interface import resolve_shape
-from vdeblur.contract.precision import PLUGIN_DOMAIN
+from vdeblur.contract.precision import plugin_ids
 from vdeblur.errors import ExportError
 
 __all__ = ["DEFAULT_SHAPES", "SHAPE_NAMES", "BuildPlan", "Shapes", "clip_frames", "dynamic_inputs", "format_shapes",
@@ -92,7 +92,7 @@ def onnx_inputs(path: str | Path) -> tuple[dict[str, list[int]], list[str]]:
             continue
         dims = i.type.tensor_type.shape.dim
         shapes[i.name] = [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
-    plugins = sorted({f"vdeblur::{n.op_type}" for n in model.graph.node if n.domain == PLUGIN_DOMAIN})
+    plugins = plugin_ids(model.graph)
     return shapes, plugins
 
 

@@ -34,6 +34,25 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 LOWERINGS = ("portable", "trt")
 PLUGIN_DOMAIN = "vdeblur"
 PLUGIN_VERSION = "1"
+_GRAPH, _GRAPHS = 5, 10  # onnx.AttributeProto.GRAPH / GRAPHS (this module does not import onnx)
+
+
+def onnx_nodes(graph: Any) -> Any:
+    """The nodes of an ONNX ``graph`` (a GraphProto) and, depth first, of its subgraphs (the bodies
+    of Scan, Loop and If): plugin nodes inside a clip graph's recurrence are found too."""
+    for node in graph.node:
+        yield node
+        for a in node.attribute:
+            if a.type == _GRAPH:
+                yield from onnx_nodes(a.g)
+            elif a.type == _GRAPHS:
+                for g in a.graphs:
+                    yield from onnx_nodes(g)
+
+
+def plugin_ids(graph: Any) -> list[str]:
+    """The sorted ``vdeblur::Name`` ids of the plugin nodes of an ONNX graph, subgraphs included."""
+    return sorted({f"vdeblur::{n.op_type}" for n in onnx_nodes(graph) if n.domain == PLUGIN_DOMAIN})
 HALF_LEVEL = 0.5 / 255.0
 # Largest |int8 weight| that x86 CPUs without VNNI multiply without saturating (7-bit range).
 SAFE_INT8_WEIGHT = 64

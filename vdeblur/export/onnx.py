@@ -91,11 +91,10 @@ def export_step_graph(
 
 
 def plugins_used(model: onnx.ModelProto) -> list[dict[str, str]]:
-    """[{"id": "vdeblur::Name", "version": "1"}] for the plugin nodes of a trt-lowered graph."""
-    from vdeblur.plugins._onnx import DOMAIN, PLUGIN_VERSION
+    """[{"id": "vdeblur::Name", "version": "1"}] for the plugin nodes of a trt-lowered graph (subgraphs too)."""
+    from vdeblur.contract.precision import PLUGIN_VERSION, plugin_ids
 
-    names = sorted({n.op_type for n in model.graph.node if n.domain == DOMAIN})
-    return [{"id": f"vdeblur::{n}", "version": PLUGIN_VERSION} for n in names]
+    return [{"id": name, "version": PLUGIN_VERSION} for name in plugin_ids(model.graph)]
 
 
 def ort_session(path: str | Path, threads: int | None = None, config: dict[str, str] | None = None) -> Any:

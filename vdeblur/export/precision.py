@@ -33,7 +33,11 @@ Which nodes are sensitive (kept float32), found by op types and the dataflow bet
    applies it (``x / max(||x||, eps)``, ``exp(x) / sum``);
 4. pure data movement (Concat, Where, Slice, Reshape...) whose float inputs are all float32
    already (graph inputs, or nodes of 1-4): lowering it gains nothing and would round states
-   that feed the motion search (MTU's motion-feature state) or the frame history.
+   that feed the motion search (MTU's motion-feature state) or the frame history;
+5. recurrences: a node with a subgraph (the ONNX Scan of a clip graph's propagation over time,
+   DSTNet's backward and forward passes) stays float32 as a whole, with the nodes producing the
+   outer values its body reads by name: error would compound over the frames of a window, and
+   the body's weights are shared with nothing else.
 
 The exporter's per-node metadata (``pkg.torch.onnx.stack_trace``) is checked too: a node traced
 from ``vdeblur/plugins/*/reference.py`` is sensitive. With torch 2.13 the recorded stack holds the
@@ -63,7 +67,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from vdeblur.contract.device import nvidia_device_present
-from vdeblur.contract.precision import PLUGIN_DOMAIN, PRECISIONS, int8_weight_range
+from vdeblur.contract.precision import PLUGIN_DOMAIN, PRECISIONS, int8_weight_range, onnx_nodes
 from vdeblur.errors import ExportError, UsageError, missing_dependency
 from vdeblur.export.stepgraph import ClipSpec, StepSpec
 
@@ -193,7 +197,7 @@ def convert(
             "fp8: the onnxruntime quantizer does not make fp8 graphs (no CPU runtime executes them). "
             "Use quantizer='modelopt' (pip install 'vdeblur[quant]'), which builds them for TensorRT."
         )
-    if any(n.domain not in ("", "ai.onnx") for n in model.graph.node):
+    if any(n.domain not in ("", "ai.onnx") for n in onnx_nodes(model.graph)):
         raise UsageError(
             f"{src}: has plugin nodes (trt lowering); calibration runs the graph on ONNX Runtime. "
             "Quantise the portable export (lowering='portable')."
@@ -215,7 +219,6 @@ def sensitive_nodes(model: onnx.ModelProto) -> list[str]:
     :func:`float32_nodes` for the list a converted graph reports.
     """
     graph = model.graph
-    _check_flat(graph)
     nodes = list(graph.node)
     initializers = {i.name for i in graph.initializer}
     producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
@@ -229,6 +232,10 @@ def sensitive_nodes(model: onnx.ModelProto) -> list[str]:
     for i, n in enumerate(nodes):
         if n.op_type in _ALWAYS_FP32 or n.domain not in ("", "ai.onnx") or _traced_from_plugin(n):
             keep.add(i)
+        implicit = _implicit_inputs(n)
+        if implicit or _subgraphs(n):  # 5. a recurrence (Scan/Loop body) stays float32 as a whole
+            keep.add(i)
+            keep.update(producer[x] for x in implicit if x in producer)
 
     def is_learned(i: int) -> bool:
         n = nodes[i]
@@ -323,19 +330,25 @@ def mixed_precision(model: onnx.ModelProto, precision: str, keep: Iterable[str])
         model = _upgrade_opset(model, BF16_MIN_OPSET)
     _name_nodes(model)
     graph = model.graph
-    _check_flat(graph)
     types = _elem_types(model)
     keep = set(keep)
     nodes = list(graph.node)
     inits = {i.name: i for i in graph.initializer}
+    # A node's inputs, and the outer values its subgraphs read (a Scan body reads weights by name).
+    ins = {n.name: [*n.input, *_implicit_inputs(n)] for n in nodes}
     consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for n in nodes:
-        for x in n.input:
+        for x in ins[n.name]:
             if x:
                 consumers[x].append(n)
+    subgraph_nodes = [n for n in nodes if _subgraphs(n)]
+    lowered_loops = [n.name for n in subgraph_nodes if n.name not in keep]
+    if lowered_loops:
+        raise ExportError(f"{precision}: nodes {lowered_loops} hold subgraphs and are not kept in float32. "
+                          "Expected sensitive_nodes() to keep them.")
 
     def float_slot(n: onnx.NodeProto, k: int) -> bool:
-        return n.op_type not in _ANY_INPUT and types.get(n.input[k]) == _FLOAT
+        return n.op_type not in _ANY_INPUT and types.get(ins[n.name][k]) == _FLOAT
 
     def wants(n: onnx.NodeProto, k: int) -> int:
         if lowered[n.name] and k not in _FP32_SLOTS.get(n.op_type, ()):
@@ -347,7 +360,7 @@ def mixed_precision(model: onnx.ModelProto, precision: str, keep: Iterable[str])
         if n.op_type == "Constant":
             outs = [c for c in consumers.get(n.output[0], [])]
             lowered[n.name] = bool(outs) and all(
-                wants(c, k) == low for c in outs for k, x in enumerate(c.input) if x == n.output[0]
+                wants(c, k) == low for c in outs for k, x in enumerate(ins[c.name]) if x == n.output[0]
             )
 
     # The dtype each float value is produced in.
@@ -361,7 +374,7 @@ def mixed_precision(model: onnx.ModelProto, precision: str, keep: Iterable[str])
     for name, init in inits.items():
         if init.data_type != _FLOAT:
             continue
-        slots = [(c, k) for c in consumers.get(name, []) for k, x in enumerate(c.input) if x == name]
+        slots = [(c, k) for c in consumers.get(name, []) for k, x in enumerate(ins[c.name]) if x == name]
         if slots and all(wants(c, k) == low for c, k in slots if float_slot(c, k)):
             init.CopyFrom(_convert_tensor(init, low, name))
             dtype[name] = low
@@ -403,6 +416,10 @@ def mixed_precision(model: onnx.ModelProto, precision: str, keep: Iterable[str])
             n.input[k] = converted[key]
         new_nodes.append(n)
     new_nodes.extend(out_casts)
+    low_refs = [x for n in subgraph_nodes for x in ins[n.name][len(n.input):] if dtype.get(x) == low]
+    if low_refs:
+        raise ExportError(f"{precision}: subgraphs read {sorted(set(low_refs))}, which would be {precision}. "
+                          "Expected their producers kept in float32 (sensitive_nodes).")
     del graph.node[:]
     graph.node.extend(new_nodes)
     del graph.value_info[:]
@@ -709,13 +726,32 @@ def _load(path: Path) -> onnx.ModelProto:
         raise UsageError(f"{path}: is not an ONNX model ({type(e).__name__}). Expected an exported step graph.") from e
 
 
-def _check_flat(graph: onnx.GraphProto) -> None:
-    for n in graph.node:
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
-            raise ExportError(
-                f"precision: node {n.name} ({n.op_type}) has a subgraph. Expected a flat step graph "
-                "(forward without data-dependent control flow)."
-            )
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The subgraphs of a node (the body of a Scan or Loop, the branches of an If)."""
+    out: list[onnx.GraphProto] = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append(a.g)
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            out.extend(a.graphs)
+    return out
+
+
+def _implicit_inputs(node: onnx.NodeProto) -> list[str]:
+    """The outer-scope values a node's subgraphs read by name (not passed as inputs), in order."""
+    names: list[str] = []
+
+    def walk(g: onnx.GraphProto, defined: set[str]) -> None:
+        defined = defined | {i.name for i in g.input} | {i.name for i in g.initializer}
+        for n in g.node:
+            names.extend(x for x in n.input if x and x not in defined)
+            for sub in _subgraphs(n):
+                walk(sub, defined)
+            defined |= set(n.output)
+
+    for sub in _subgraphs(node):
+        walk(sub, set())
+    return list(dict.fromkeys(names))
 
 
 def _name_nodes(model: onnx.ModelProto) -> None:
