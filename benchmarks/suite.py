@@ -1,9 +1,11 @@
-"""The benchmark suite: the exported streaming families at 320x180, 640x360 and 1280x720 on this
-machine's backends, recorded with the machine description in benchmarks/results/.
+"""The benchmark suite: the exported families at 320x180, 640x360 and 1280x720 on this machine's
+backends, recorded with the machine description in benchmarks/results/. Clip models (DSTNet) are
+timed per window (`window_ms`) and per frame, with their latency in frames.
 
     python benchmarks/suite.py [--models mtu2,mmprnn_a7b8c16] [--sizes 320x180,640x360,1280x720]
                                [--backends torch,onnxruntime,tensorrt] [--precisions fp32,fp16,int8]
-                               [--frames 8] [--warmup 2] [--out benchmarks/results/suite.json]
+                               [--frames 8] [--warmup 2] [--window W --overlap O]
+                               [--out benchmarks/results/suite.json]
 
 Models are exported once each with random weights (latency work) and every precision, and their
 ONNX Runtime engines built (`vdeblur build`, unless --no-build); each size
@@ -79,6 +81,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--no-build", action="store_true", help="bench the artifact's graphs without `vdeblur build`")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
+    ap.add_argument("--window", type=int, default=None, help="clip models: the artifact's window (default: the "
+                                                               "model's; bench shortens it to --frames)")
+    ap.add_argument("--overlap", type=int, default=None, help="clip models: the artifact's overlap")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "suite.json")
     args = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]  # (W, H)
@@ -91,7 +96,8 @@ def main() -> None:
             t = time.perf_counter()
             export_artifact(model, artifact, precisions=[p for p in precisions if p != "fp8"],
                             calibration=calibration_folder(root, 180, 320) if "int8" in precisions else None,
-                            height=96, width=160, frames=3)
+                            height=96, width=160, frames=3, window=args.window, overlap=args.overlap)
+            clip_model = json.loads((artifact / "manifest.json").read_text())["kind"] == "clip"
             print(f"exported {model} in {time.perf_counter() - t:.0f} s", flush=True)
             if not args.no_build:  # bench what users run after `vdeblur build`: the verified engines
                 for precision in [p for p in precisions if p != "fp8"]:
@@ -103,7 +109,7 @@ def main() -> None:
                                 frames=args.frames, warmup=args.warmup, threads=args.threads)
                 payload["config"]["target"] = model
                 entry = {"model": model, "size": f"{w}x{h}", **payload}
-                if (w, h) == (640, 360):
+                if (w, h) == (640, 360) and not clip_model:  # clip graphs have no per-frame step
                     entry["push_overhead"] = push_overhead(artifact, h, w)
                 runs.append(entry)
                 print(format_table(payload), flush=True)
