@@ -286,7 +286,8 @@ def op_cases(specs: dict[str, Any], captured: list[dict[str, Any]], cfg: dict[st
                     for c in captured if c["op"] == other]
         if not mine:
             quarter = [max(cfg["height"] // 4, 4), max(cfg["width"] // 4, 4)]
-            shapes = [[*s[:-2], *quarter] for s in spec.examples[-1].shapes]
+            shapes = [[{"H": quarter[0], "W": quarter[1]}.get(d, s) for d, s in zip(inp.layout, shape, strict=True)]
+                      for inp, shape in zip(spec.inputs, spec.examples[-1].shapes, strict=True)]
             mine = [(f"last example at {quarter[1]}x{quarter[0]}", shapes, spec.bind_attrs(spec.examples[-1].attrs))]
         model += [(spec, *case) for case in mine]
         chosen = spec.examples if cfg["examples"] is None else spec.examples[:cfg["examples"]]

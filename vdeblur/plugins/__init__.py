@@ -9,7 +9,7 @@ works in processes without torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 # Import the op packages (torch-free) before binding the entry points: importing a subpackage later
 # would otherwise rebind the package attribute of the same name to the module.
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 specs()
 
-__all__ = ["LOWERINGS", "call", "correlation", "correlation_argmax", "current_lowering", "flow_warp", "lowering",
-           "specs", "translation_table"]
+__all__ = ["LOWERINGS", "call", "correlation", "correlation_argmax", "current_lowering", "dynamic_depthwise",
+           "dynamic_filter", "flow_warp", "lowering", "specs", "translation_table"]
 
 
 def call(name: str, *inputs: torch.Tensor, **attrs: Any) -> Any:
@@ -60,3 +60,31 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") 
     "zeros" or "border"; H, W >= 2. Differentiable in x and flow. See plugins/flow_warp/README.md.
     """
     return call("flow_warp", x, flow, padding_mode=padding_mode)
+
+
+def dynamic_filter(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-pixel dynamic filtering (DSTNet's IDynamicDWConv), zero padding, stride 1, no bias.
+
+    x: (N, C, H, W); weight: (N, G, k, k, H, W) with G dividing C and k odd. Returns (N, C, H, W):
+    ``out[n, c, y, x] = sum_{i,j} weight[n, c // (C // G), i, j, y, x] * x[n, c, y + i - k//2, x + j - k//2]``
+    (channel c uses the kernel of its contiguous block of C // G channels). Differentiable in x and
+    weight. See plugins/dynamic_filter/README.md.
+    """
+    return call("dynamic_filter", x, weight)
+
+
+def dynamic_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample depthwise convolution (DSTNet's channel-wise KPN), zero padding k//2, stride 1.
+
+    x: (N, C, H, W); weight: (N, C, k, k), k odd; bias: (C,) or None (the op always takes a bias:
+    None passes zeros). Returns (N, C, H, W):
+    ``out[n, c, y, x] = sum_{i,j} weight[n, c, i, j] * x[n, c, y + i - k//2, x + j - k//2] + bias[c]``.
+    Differentiable in x, weight and bias. See plugins/dynamic_depthwise/README.md.
+    """
+    if bias is None:
+        import torch
+
+        # Zeros of x's channels, dtype and device; a malformed x is reported by the checks instead.
+        valid = isinstance(x, torch.Tensor) and x.dim() == 4
+        return call("dynamic_depthwise", x, weight, x.new_zeros(x.shape[1]) if valid else cast(Any, None))
+    return call("dynamic_depthwise", x, weight, bias)

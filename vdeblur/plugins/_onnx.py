@@ -15,7 +15,7 @@ here: the entry point traces the reference (:func:`vdeblur.plugins.torchop.call`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ DOMAIN = PLUGIN_DOMAIN
 NAMESPACE = PLUGIN_DOMAIN
 OPSET_VERSION = 1
 
-__all__ = ["DOMAIN", "NAMESPACE", "OPSET_VERSION", "PLUGIN_VERSION", "PluginNode", "check_plugin_nodes",
+__all__ = ["DOMAIN", "NAMESPACE", "OPSET_VERSION", "PLUGIN_VERSION", "PluginNode", "all_nodes", "check_plugin_nodes",
            "translation"]
 
 _SCHEMA_ATTR = {"INT": OpSchema.AttrType.INT, "FLOAT": OpSchema.AttrType.FLOAT, "STRING": OpSchema.AttrType.STRING}
@@ -190,10 +190,23 @@ def translation(spec: OpSpec) -> dict[Any, Callable[..., Any]]:
     return {overload: make_function(f"{spec.name}_trt", params, Any, lower)}
 
 
+def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """The nodes of ``graph`` and, depth first, of its subgraphs (the bodies of Scan, Loop and If)."""
+    for node in graph.node:
+        yield node
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from all_nodes(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    yield from all_nodes(g)
+
+
 def check_plugin_nodes(model: onnx.ModelProto, nodes: Mapping[str, PluginNode]) -> list[str]:
-    """Problems with the plugin nodes of ``model`` (empty when every node is as TensorRT expects)."""
+    """Problems with the plugin nodes of ``model``, including those inside subgraphs such as a Scan
+    body (empty when every node is as TensorRT expects)."""
     problems = []
-    for node in model.graph.node:
+    for node in all_nodes(model.graph):
         if node.domain != DOMAIN:
             continue
         spec = nodes.get(node.op_type)

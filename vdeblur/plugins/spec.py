@@ -127,9 +127,10 @@ class Attr:
 
 @dataclass(frozen=True)
 class Input:
-    """A tensor input. ``layout`` names its dimensions (rank = its length; H and W are the image
-    dimensions, dynamic in exported graphs); ``like``: an earlier input whose dimensions
-    ``like_dims`` (letters of the layout) this one must match."""
+    """A tensor input. ``layout`` names its dimensions, one distinct letter each (rank = its length,
+    any rank; H and W are the image dimensions, dynamic in exported graphs; other letters are the
+    op's own, e.g. "NGKLHW" for a per-pixel filter bank with K x L taps); ``like``: an earlier input
+    whose dimensions ``like_dims`` (letters of the layout) this one must match."""
 
     name: str
     layout: str = "NCHW"
@@ -139,6 +140,20 @@ class Input:
     min_hw: int = 1
     dtypes: tuple[str, ...] = FLOAT_DTYPES
     doc: str = ""
+
+
+@dataclass(frozen=True)
+class ShapeRule:
+    """An op-specific condition on the input sizes that the layouts and ``like`` cannot say (a
+    divisibility, an odd or square kernel). The entry point checks it after the generic checks.
+
+    ``holds(sizes)``: ``sizes[input name][layout letter]`` -> a dimension (int, or torch.SymInt
+    while exporting). ``failure`` completes ``<op>: ...`` and may name sizes as format fields
+    ``{input.letter}``, e.g. "G={weight.G} does not divide C={x.C}. Expected ...". The TensorRT plugins
+    cannot refuse a shape: the kernels must stay memory-safe when a rule does not hold."""
+
+    holds: Callable[[Mapping[str, Mapping[str, Dim]]], bool]
+    failure: str
 
 
 @dataclass(frozen=True)
@@ -214,6 +229,7 @@ class OpSpec:
     examples: tuple[Example, ...]
     tolerances: Tolerances
     plugin_dtypes: tuple[str, ...] = PLUGIN_DTYPES
+    shape_rules: tuple[ShapeRule, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"plugins: spec {self.id!r}"
@@ -226,6 +242,9 @@ class OpSpec:
         if self.autograd not in (None, "reference"):
             raise UsageError(f"{where}: autograd={self.autograd!r} is unknown. Expected None or 'reference'.")
         for i, inp in enumerate(self.inputs):
+            if len(set(inp.layout)) != len(inp.layout):
+                raise UsageError(f"{where}: input {inp.name} has layout {inp.layout!r}. Expected one distinct "
+                                 "letter per dimension.")
             earlier = {x.name: x for x in self.inputs[:i]}
             if inp.like is not None and (inp.like not in earlier or not set(inp.like_dims) <= set(inp.layout)
                                          or not set(inp.like_dims) <= set(earlier[inp.like].layout)):
@@ -264,6 +283,16 @@ class OpSpec:
             else:
                 bound[a.name] = a.default
         return bound
+
+    def broken_shape_rule(self, sizes: Mapping[str, Mapping[str, Dim]]) -> str | None:
+        """The failure message of the first :attr:`shape_rules` entry that does not hold for
+        ``sizes`` (input name -> layout letter -> size), formatted with the sizes; None if all hold."""
+        from types import SimpleNamespace
+
+        for rule in self.shape_rules:
+            if not rule.holds(sizes):
+                return rule.failure.format(**{name: SimpleNamespace(**dims) for name, dims in sizes.items()})
+        return None
 
     def output_shapes(self, shapes: Shapes, attrs: Attrs) -> list[tuple[Dim, ...]]:
         return [tuple(o.shape(shapes, attrs)) for o in self.outputs]

@@ -8,6 +8,9 @@
   the spec's output rules; autograd as the spec declares it (``"reference"``: gradients by
   recomputing the reference under autograd; ``None``: the inputs are detached, no gradient).
 - :func:`launch`: runs the Triton kernel with the spec's launch plan.
+- :func:`register_all`, run when this module is imported: every op's reference and custom op are
+  resolved up front, so that an entry point called while Dynamo traces (a
+  ``torch._higher_order_ops.scan`` body, ``torch.compile``) is only dict lookups and checks.
 
 ``VDEBLUR_CPU_KERNELS=1`` together with ``TRITON_INTERPRET=1`` routes CPU tensors through the
 Triton kernels in Triton's interpreter: that is how the plumbing around the kernels is tested on
@@ -28,6 +31,7 @@ from vdeblur.plugins.spec import OpSpec
 
 _SCHEMA_TYPES = {"INT": "int", "FLOAT": "float", "STRING": "str"}
 _OPS: dict[str, Any] = {}
+_REFERENCES: dict[str, Any] = {}
 
 
 def call(spec: OpSpec, *inputs: torch.Tensor, **attrs: Any) -> Any:
@@ -36,7 +40,7 @@ def call(spec: OpSpec, *inputs: torch.Tensor, **attrs: Any) -> Any:
     check_inputs(spec, inputs)
     args = tuple(values.values())
     if use_reference():
-        return spec.reference_fn()(*inputs, *args)
+        return reference(spec)(*inputs, *args)
     if spec.autograd is None:
         inputs = tuple(x.detach() for x in inputs)
     return custom_op(spec)(*inputs, *args)
@@ -74,6 +78,10 @@ def check_inputs(spec: OpSpec, inputs: Sequence[Any]) -> None:
         if "H" in size and (size["H"] < decl.min_hw or size["W"] < decl.min_hw):
             raise ShapeError(f"{op}: {name} is {size['H']}x{size['W']}. Expected H, W >= {decl.min_hw}.")
         seen[name] = (x, layout)
+    sizes = {name: dict(zip(layout, x.shape, strict=True)) for name, (x, layout) in seen.items()}
+    broken = spec.broken_shape_rule(sizes)
+    if broken is not None:
+        raise ShapeError(f"{op}: {broken}")
 
 
 def use_kernel(t: torch.Tensor) -> bool:
@@ -104,18 +112,26 @@ def schema(spec: OpSpec) -> str:
     return f"({', '.join(args)}) -> {outs}"
 
 
+def reference(spec: OpSpec) -> Any:
+    """The op's reference function, resolved once per process (a dict lookup afterwards, which
+    Dynamo traces: see :func:`register_all`)."""
+    if spec.id not in _REFERENCES:
+        _REFERENCES[spec.id] = spec.reference_fn()
+    return _REFERENCES[spec.id]
+
+
 def custom_op(spec: OpSpec) -> Any:
     """``torch.ops.vdeblur.<Name>`` as a torch.library CustomOpDef; registered once per process."""
     if spec.id in _OPS:
         return _OPS[spec.id]
     n = len(spec.inputs)
     names = [a.name for a in spec.attrs]
-    reference = spec.reference_fn()
+    ref = reference(spec)
 
     def impl(*args: Any) -> Any:
         if use_kernel(args[0]):
             return launch(spec, *args[:n], **dict(zip(names, args[n:], strict=True)))
-        return reference(*args)
+        return ref(*args)
 
     def fake(*args: Any) -> Any:
         first = args[0]
@@ -133,7 +149,7 @@ def custom_op(spec: OpSpec) -> Any:
             ctx.attrs = inputs[n:]
 
         def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-            return (*reference_vjp(reference, ctx.saved_tensors, grads, *ctx.attrs), *(None for _ in names))
+            return (*reference_vjp(ref, ctx.saved_tensors, grads, *ctx.attrs), *(None for _ in names))
 
         op.register_autograd(backward, setup_context=setup_context)
     _OPS[spec.id] = op
@@ -148,3 +164,19 @@ def reference_vjp(fn: Any, inputs: Sequence[torch.Tensor], grad_outputs: Sequenc
         out = fn(*leaves, *args)
         outs = out if isinstance(out, tuple) else (out,)
         return tuple(torch.autograd.grad(outs, leaves, grad_outputs, allow_unused=True))
+
+
+def register_all() -> None:
+    """Resolve every op's reference and register every custom op, now.
+
+    Done when this module is imported, so that an entry point called while Dynamo traces (the body
+    of a ``torch._higher_order_ops.scan``, which Dynamo compiles even in eager mode, or
+    ``torch.compile``) only looks the op up: importing the reference module there
+    (``importlib.import_module``) is a graph break, which a scan body does not allow."""
+    from vdeblur.plugins.registry import specs
+
+    for spec in specs().values():
+        custom_op(spec)
+
+
+register_all()

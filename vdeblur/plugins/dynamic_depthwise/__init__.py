@@ -1,0 +1,1 @@
+"""The `vdeblur::DynamicDepthwise` op: spec.py (its OpSpec), reference.py, kernel.py, README.md."""

@@ -1,0 +1,1 @@
+"""The `vdeblur::DynamicFilter` op: spec.py (its OpSpec), reference.py, kernel.py, README.md."""
