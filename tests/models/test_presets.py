@@ -9,15 +9,16 @@ import torch
 
 from vdeblur.errors import UsageError
 from vdeblur.models import PRESETS, create
+from vdeblur.models.dstnet import DSTNet, DSTNetL
 from vdeblur.models.mmprnn import MMPRNN
 from vdeblur.models.mtu import MTU
 
-OUR_PRESETS = [name for name, p in PRESETS.items() if p.family in ("mtu", "mmprnn")]
+OUR_PRESETS = sorted(name for name, p in PRESETS.items() if p.family in ("mtu", "mmprnn", "dstnet", "dstnet_L"))
 
 
 def test_our_presets_are_the_released_ones() -> None:
-    assert OUR_PRESETS == ["mmprnn_a3b4c16", "mmprnn_a7b8c16", "mmprnn_a9b10c18",
-                           "mtu1", "mtu2", "mtu4", "mtu10", "mtu10_L"]
+    assert OUR_PRESETS == sorted(["dstnet", "dstnet_L", "mmprnn_a3b4c16", "mmprnn_a7b8c16", "mmprnn_a9b10c18",
+                                  "mtu1", "mtu2", "mtu4", "mtu10", "mtu10_L"])
 
 
 @pytest.mark.parametrize("preset", OUR_PRESETS)
@@ -32,6 +33,7 @@ def test_state_dict_matches_official(preset: str, official_state_dicts: dict[str
     params = sum(p.numel() for p in model.parameters()) / 1e6
     assert params == pytest.approx(ref["params_M"], abs=1e-4)
     assert model.config() == {k: v for k, v in ref["config"].items()}
+    assert PRESETS[preset].family == model.family == ref["family"]
 
 
 def test_family_overrides_build_the_official_constructor_arguments() -> None:
@@ -41,6 +43,12 @@ def test_family_overrides_build_the_official_constructor_arguments() -> None:
                  activation="relu", do_skip=False)
     assert isinstance(rnn, MMPRNN) and not hasattr(rnn, "skip") and rnn.lookahead == 1
     assert create("mtu2", rb_num=2).config()["rb_num"] == 2
+    dst = create("dstnet", num_feat=16, num_block=2)
+    assert type(dst) is DSTNet and len(dst.forward_propagation.resblock_bcakward2d.main[0]) == 2
+    assert not hasattr(dst, "up") and dst.prop_channels == 16
+    large = create("dstnet_L", num_feat=16, num_block=1)
+    assert isinstance(large, DSTNetL) and large.prop_channels == 24 and large.up.out_channels == 24
+    assert large.config() == {"num_feat": 16, "num_block": 1} and large.kind == "clip"
 
 
 @pytest.mark.parametrize(
@@ -52,6 +60,9 @@ def test_family_overrides_build_the_official_constructor_arguments() -> None:
         ("mmprnn", {"activation": "swish"}, r"activation: 'swish' is unknown"),
         ("mmprnn", {"future_frames": 0}, r"mmprnn: future_frames=0 is invalid"),
         ("mmprnn", {"hg_num": 2}, r"mmprnn: unknown option\(s\) hg_num"),
+        ("dstnet", {"num_feat": 0}, r"dstnet: num_feat=0 is invalid"),
+        ("dstnet", {"large": True}, r"dstnet: unknown option\(s\) large"),
+        ("dstnet_L", {"num_feat": 15}, r"dstnet_L: num_feat=15 is invalid. Expected an even integer"),
     ],
 )
 def test_bad_configurations_fail_clearly(name: str, kwargs: dict[str, Any], match: str) -> None:
