@@ -24,8 +24,9 @@ def test_demo_end_to_end(demo: tuple[Path, dict]) -> None:
     rows = {r["precision"]: r for r in result["precisions"]}
     assert set(rows) == {"fp32", "int8"} and result["status"] == "done"
     for r in rows.values():
-        assert set(r) == {"precision", "psnr_blurry_db", "psnr_deblurred_db", "latency_ms_p50", "fps", "graph",
-                          "skipped", "notes"}
+        assert set(r) == {"precision", "psnr_blurry_db", "psnr_deblurred_db", "latency_ms_p50", "latency_frames",
+                          "fps", "graph", "skipped", "notes"}
+        assert r["latency_frames"] == 2  # MTU's lookahead
         assert r["skipped"] is None and r["fps"] > 0 and r["latency_ms_p50"] > 0
         assert r["graph"]["built"] is True and r["graph"]["file"].startswith("engines/onnxruntime/")
     fp32, int8 = rows["fp32"], rows["int8"]

@@ -169,7 +169,8 @@ def _run(out: Path, files: Any, blurry: np.ndarray, sharp: np.ndarray, wanted: l
     for k, precision in enumerate(wanted):
         say(f"building and streaming {precision}", 0.5 + 0.45 * k / len(wanted))
         row: dict[str, Any] = {"precision": precision, "psnr_blurry_db": psnr_blurry, "psnr_deblurred_db": None,
-                               "latency_ms_p50": None, "fps": None, "graph": None, "skipped": None, "notes": []}
+                               "latency_ms_p50": None, "latency_frames": None, "fps": None, "graph": None,
+                               "skipped": None, "notes": []}
         rows.append(row)
         if precision in left_out:
             row["skipped"] = f"the export left it out: {left_out[precision]}"
