@@ -164,12 +164,8 @@ def drive(stepper: Stepper, spec: StepSpec, frames: np.ndarray) -> np.ndarray:
     frames: (N, T, 3, H, W) float32 in [0, 1], any H and W (padded per ``spec`` unless the graph pads
     itself, outputs cropped back). Returns (N, T, 3, H, W): one output per input frame.
     """
-    if frames.ndim != 5 or frames.shape[2] != 3:
-        raise ShapeError(f"drive: frames have shape {frames.shape}. Expected (N, T, 3, H, W).")
+    x = _padded_video(frames, spec)
     n, t_len, _, h, w = frames.shape
-    if t_len < 1:
-        raise ShapeError("drive: the clip has no frames. Expected T >= 1.")
-    x = frames if spec.pads_inside else pad_frames(frames, spec.pad_multiple, spec.pad_mode)
     driver = StepDriver.for_spec(stepper, spec)
     driver.begin(n, *spec.padded(h, w))  # states are at the padded size (also when the graph pads itself)
     outputs = []
@@ -179,6 +175,15 @@ def drive(stepper: Stepper, spec: StepSpec, frames: np.ndarray) -> np.ndarray:
             outputs.append(np.array(out, copy=True))  # a backend may reuse its output buffer
     outputs += driver.finish()
     return np.stack(outputs, axis=1)[..., :h, :w]
+
+
+def _padded_video(frames: np.ndarray, spec: StepSpec | ClipSpec) -> np.ndarray:
+    """A video (N, T >= 1, 3, H, W) padded per ``spec`` (unless the graph pads itself)."""
+    if frames.ndim != 5 or frames.shape[2] != 3:
+        raise ShapeError(f"drive: frames have shape {frames.shape}. Expected (N, T, 3, H, W).")
+    if frames.shape[1] < 1:
+        raise ShapeError("drive: the clip has no frames. Expected T >= 1.")
+    return frames if spec.pads_inside else pad_frames(frames, spec.pad_multiple, spec.pad_mode)
 
 
 def session_stepper(session: Any, spec: StepSpec,
@@ -296,12 +301,8 @@ def drive_clip(clipper: Clipper, spec: ClipSpec, frames: np.ndarray) -> np.ndarr
     """A whole video through a clip graph as every runtime streams it (windows per ``spec``; use
     ``spec.windowed(window, overlap)`` for others). frames: (N, T, 3, H, W) float32 in [0, 1], any
     H and W (padded per ``spec``, outputs cropped back). Returns (N, T, 3, H, W)."""
-    if frames.ndim != 5 or frames.shape[2] != 3:
-        raise ShapeError(f"drive: frames have shape {frames.shape}. Expected (N, T, 3, H, W).")
-    n, t_len, _, h, w = frames.shape
-    if t_len < 1:
-        raise ShapeError("drive: the clip has no frames. Expected T >= 1.")
-    x = frames if spec.pads_inside else pad_frames(frames, spec.pad_multiple, spec.pad_mode)
+    x = _padded_video(frames, spec)
+    _, t_len, _, h, w = frames.shape
     driver = ClipDriver.for_spec(clipper, spec)
     outputs: list[np.ndarray] = []
     for t in range(t_len):

@@ -156,6 +156,34 @@ class ShapeRule:
     failure: str
 
 
+def kernel_rules(name: str, layout: str) -> tuple[ShapeRule, ShapeRule]:
+    """The rules of a centred k x k kernel held by input ``name`` (its layout letters ``K``, ``L``):
+    square, and k odd (zero padding k // 2). ``layout`` names the input's shape in the messages."""
+    square = ShapeRule(lambda s: s[name]["K"] == s[name]["L"],
+                       f"{name} has a {{{name}.K}}x{{{name}.L}} kernel. Expected a square k x k kernel "
+                       f"({name} {layout}).")
+    odd = ShapeRule(lambda s: s[name]["K"] % 2 == 1,
+                    f"{name} has an even kernel size k={{{name}.K}}. Expected an odd k (the kernel is centred: "
+                    "zero padding k//2).")
+    return square, odd
+
+
+def pixel_channel_grid(block: int) -> Callable[[Shapes, Attrs, Any], tuple[Dim, ...]]:
+    """A launch grid for a first input (N, C, H, W): one program per ``block`` pixels of one channel
+    of one image, (cdiv(H * W, block), C, N)."""
+    def grid(s: Shapes, a: Attrs, cdiv: Any) -> tuple[Dim, ...]:
+        n, c, h, w = s[0]
+        return cdiv(h * w, block), c, n
+
+    return grid
+
+
+def like_first(s: Shapes, a: Attrs) -> tuple[Dim, ...]:
+    """An output shape rule: the shape (N, C, H, W) of the first input."""
+    n, c, h, w = s[0]
+    return n, c, h, w
+
+
 @dataclass(frozen=True)
 class Output:
     """A tensor output: ``shape(input_shapes, attrs)`` -> dimensions; ``dtype`` None means the

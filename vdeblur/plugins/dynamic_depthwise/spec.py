@@ -7,22 +7,8 @@ from vdeblur.plugins import spec as op
 BLOCK = 128  # pixels per program
 
 
-def _out_shape(s: op.Shapes, a: op.Attrs) -> tuple:
-    n, c, h, w = s[0]
-    return n, c, h, w
+SQUARE, ODD = op.kernel_rules("weight", "(N, C, k, k)")
 
-
-def _grid(s: op.Shapes, a: op.Attrs, cdiv) -> tuple:  # type: ignore[no-untyped-def]
-    n, c, h, w = s[0]
-    return cdiv(h * w, BLOCK), c, n  # one program: BLOCK pixels of one channel of one image
-
-
-SQUARE = op.ShapeRule(lambda s: s["weight"]["K"] == s["weight"]["L"],
-                      "weight has a {weight.K}x{weight.L} kernel. Expected a square k x k kernel "
-                      "(weight (N, C, k, k)).")
-ODD = op.ShapeRule(lambda s: s["weight"]["K"] % 2 == 1,
-                   "weight has an even kernel size k={weight.K}. Expected an odd k (the kernel is centred: "
-                   "zero padding k//2).")
 
 SPEC = op.OpSpec(
     id="vdeblur::DynamicDepthwise",
@@ -35,11 +21,11 @@ SPEC = op.OpSpec(
             op.Input("bias", layout="C", like="x", like_dims="C",
                      doc="(C,); the typed entry point passes zeros for None")),
     attrs=(),
-    outputs=(op.Output("out", _out_shape, doc="like x"),),
+    outputs=(op.Output("out", op.like_first, doc="like x"),),
     reference="vdeblur.plugins.dynamic_depthwise.reference:dynamic_depthwise",
     launch=op.Launch(
         kernel="vdeblur.plugins.dynamic_depthwise.kernel:dynamic_depthwise_kernel",
-        grid=_grid,
+        grid=op.pixel_channel_grid(BLOCK),
         scalars=("x.C", "x.H", "x.W", "weight.K"),
         constexprs=lambda a: {"BLOCK": BLOCK},
     ),

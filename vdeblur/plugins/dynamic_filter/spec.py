@@ -7,22 +7,7 @@ from vdeblur.plugins import spec as op
 BLOCK = 128  # pixels per program
 
 
-def _out_shape(s: op.Shapes, a: op.Attrs) -> tuple:
-    n, c, h, w = s[0]
-    return n, c, h, w
-
-
-def _grid(s: op.Shapes, a: op.Attrs, cdiv) -> tuple:  # type: ignore[no-untyped-def]
-    n, c, h, w = s[0]
-    return cdiv(h * w, BLOCK), c, n  # one program: BLOCK pixels of one channel of one image
-
-
-SQUARE = op.ShapeRule(lambda s: s["weight"]["K"] == s["weight"]["L"],
-                      "weight has a {weight.K}x{weight.L} kernel. Expected a square k x k kernel "
-                      "(weight (N, G, k, k, H, W)).")
-ODD = op.ShapeRule(lambda s: s["weight"]["K"] % 2 == 1,
-                   "weight has an even kernel size k={weight.K}. Expected an odd k (the kernel is centred: "
-                   "zero padding k//2).")
+SQUARE, ODD = op.kernel_rules("weight", "(N, G, k, k, H, W)")
 GROUPS = op.ShapeRule(lambda s: s["x"]["C"] % s["weight"]["G"] == 0,
                       "weight has G={weight.G} groups, which do not divide the C={x.C} channels of x. "
                       "Expected G dividing C (channel c uses group c // (C // G)).")
@@ -36,11 +21,11 @@ SPEC = op.OpSpec(
             op.Input("weight", layout="NGKLHW", like="x", like_dims="NHW",
                      doc="(N, G, k, k, H, W): G groups of contiguous channels, k x k taps per pixel")),
     attrs=(),
-    outputs=(op.Output("out", _out_shape, doc="like x"),),
+    outputs=(op.Output("out", op.like_first, doc="like x"),),
     reference="vdeblur.plugins.dynamic_filter.reference:dynamic_filter",
     launch=op.Launch(
         kernel="vdeblur.plugins.dynamic_filter.kernel:dynamic_filter_kernel",
-        grid=_grid,
+        grid=op.pixel_channel_grid(BLOCK),
         scalars=("x.C", "x.H", "x.W", "weight.G", "weight.K"),
         constexprs=lambda a: {"BLOCK": BLOCK},
     ),

@@ -7,11 +7,6 @@ from vdeblur.plugins import spec as op
 BLOCK = 128  # pixels per program
 
 
-def _warped_shape(s: op.Shapes, a: op.Attrs) -> tuple:
-    n, c, h, w = s[0]
-    return n, c, h, w
-
-
 def _grid(s: op.Shapes, a: op.Attrs, cdiv) -> tuple:  # type: ignore[no-untyped-def]
     n, _, h, w = s[0]
     return cdiv(h * w, BLOCK), n, 1
@@ -24,7 +19,7 @@ SPEC = op.OpSpec(
     inputs=(op.Input("x", min_hw=2),
             op.Input("flow", channels=2, like="x", like_dims="NHW", doc="x, y displacement in pixels")),
     attrs=(op.Attr("padding_mode", op.STRING, default="zeros", choices=("zeros", "border")),),
-    outputs=(op.Output("warped", _warped_shape, doc="like x"),),
+    outputs=(op.Output("warped", op.like_first, doc="like x"),),
     reference="vdeblur.plugins.flow_warp.reference:flow_warp",
     launch=op.Launch(
         kernel="vdeblur.plugins.flow_warp.kernel:flow_warp_kernel",

@@ -97,14 +97,7 @@ class Interface:
             raise BackendError(f"{self.artifact}: is a step artifact. Stream it frame by frame (step), not by clips.")
         if frames.ndim != 5 or frames.shape[2] != 3 or frames.shape[1] < 1:
             raise ShapeError(f"clip: frames have shape {frames.shape}. Expected (N, T, 3, H, W) with T >= 1.")
-        if frames.dtype != np.float32:
-            raise ShapeError(f"clip: frames have dtype {frames.dtype}. Expected float32 in [0, 1].")
-        m = self.pad_multiple
-        if frames.shape[3] % m or frames.shape[4] % m:
-            raise ShapeError(
-                f"clip: frames are {frames.shape[4]}x{frames.shape[3]}. Expected multiples of {m} (pad them, or use "
-                "Stream)."
-            )
+        self._check_padded("clip", frames)
 
     def check_frame(self, frame: np.ndarray) -> None:
         """A padded step frame: (N, 3, Hp, Wp) float32 with Hp, Wp multiples of the pad multiple."""
@@ -113,13 +106,16 @@ class Interface:
                                "not frame by frame.")
         if frame.ndim != 4 or frame.shape[1] != 3:
             raise ShapeError(f"step: frame has shape {frame.shape}. Expected (N, 3, H, W).")
-        if frame.dtype != np.float32:
-            raise ShapeError(f"step: frame has dtype {frame.dtype}. Expected float32 in [0, 1].")
+        self._check_padded("step", frame)
+
+    def _check_padded(self, what: str, x: np.ndarray) -> None:
+        """float32, and H, W (the last two dimensions) multiples of the pad multiple."""
+        if x.dtype != np.float32:
+            raise ShapeError(f"{what}: frames have dtype {x.dtype}. Expected float32 in [0, 1].")
         m = self.pad_multiple
-        if frame.shape[2] % m or frame.shape[3] % m:
-            raise ShapeError(
-                f"step: frame is {frame.shape[3]}x{frame.shape[2]}. Expected multiples of {m} (pad it, or use Stream)."
-            )
+        if x.shape[-2] % m or x.shape[-1] % m:
+            raise ShapeError(f"{what}: frames are {x.shape[-1]}x{x.shape[-2]}. Expected multiples of {m} (pad them, "
+                             "or use Stream).")
 
 
 class Backend:
