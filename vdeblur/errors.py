@@ -45,3 +45,24 @@ def missing_dependency(module: str, extra: str, purpose: str) -> MissingDependen
         f"{module}: not installed, but {purpose} needs it. "
         f"Install it with `pip install 'vdeblur[{extra}]'`."
     )
+
+
+class ServiceError(VdeblurError):
+    """A request the inference service refuses; ``status`` is the protocol status it answers with.
+
+    Statuses are gRPC code names (INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED,
+    UNAVAILABLE, INTERNAL); :data:`HTTP_STATUS` maps each to the HTTP status of the REST endpoint.
+    """
+
+    HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "UNAUTHENTICATED": 401, "RESOURCE_EXHAUSTED": 429,
+                   "UNAVAILABLE": 503, "INTERNAL": 500}
+
+    def __init__(self, message: str, status: str = "INVALID_ARGUMENT") -> None:
+        super().__init__(message)
+        if status not in self.HTTP_STATUS:
+            raise ValueError(f"ServiceError: status {status!r} is unknown")
+        self.status = status
+
+    @property
+    def http_status(self) -> int:
+        return self.HTTP_STATUS[self.status]
