@@ -326,6 +326,94 @@ def _add_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the build plan without building")
 
 
+def _port(text: str) -> int | None:
+    if text == "off":
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        raise UsageError(f"port {text!r}: not a number. Expected 0..65535 (0 picks a free port) or off.") from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"port {port}: out of range. Expected 0..65535 (0 picks a free port) or off.")
+    return port
+
+
+def _cmd_serve(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
+    from vdeblur.serve.server import Server
+    from vdeblur.serve.service import read_token
+
+    token = read_token(args.token_file) if args.token_file else None
+    server = Server(args.artifacts, host=args.host, http_port=_port(args.http_port), grpc_port=_port(args.grpc_port),
+                    backend=args.backend, precision=args.precision, device=args.device, name=args.name, token=token,
+                    max_sequences=args.max_sequences, max_queue=args.max_queue,
+                    sequence_timeout=args.sequence_timeout, max_batch=args.max_batch, threads=args.threads,
+                    window=args.window, overlap=args.overlap)
+    server.start()
+    server.install_signal_handlers(grace=args.grace)
+    info = server.describe()
+    if args.json:
+        print(json.dumps({"status": "serving", **info}), flush=True)
+    else:
+        models = "; ".join(f"{m['name']} ({m['kind']}, {m['backend']} {m['precision']}, lookahead {m['lookahead']})"
+                           for m in info["models"])
+        ends = [f"gRPC {args.host}:{server.grpc_port}" if server.grpc_port is not None else "",
+                f"HTTP {args.host}:{server.http_port} (metrics: /metrics)" if server.http_port is not None else ""]
+        print(f"vdeblur serve: {models}\nlistening: {', '.join(e for e in ends if e)}"
+              f"{'; token required' if token else ''}. SIGTERM or Ctrl-C drains and stops.", flush=True)
+    try:
+        while not server.wait(0.5):
+            pass
+    finally:
+        server.stop(args.grace)
+    print("vdeblur serve: stopped.", file=sys.stderr)
+    return None, ""
+
+
+def _cmd_triton_repo(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from vdeblur.serve.triton_repo import write_triton_repo
+
+    report = write_triton_repo(args.artifact, args.out, backend=args.backend, name=args.name,
+                               precision=args.precision, max_batch_size=args.max_batch, instances=args.instances,
+                               overwrite=args.overwrite)
+    return report, (f"wrote the Triton model {report.get('name')} to {args.out}/{report.get('name')} "
+                    f"(run: tritonserver --model-repository={args.out})")
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="artifact directories; each is one model, named "
+                                                                    "after its directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--http-port", default="8000", help="HTTP/REST port, 0: any free one, off: none (default 8000)")
+    p.add_argument("--grpc-port", default="8001", help="gRPC port, 0: any free one, off: none (default 8001)")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch", "tensorrt", "tensorrt-rtx"),
+                   help="backend every model runs on (default onnxruntime)")
+    p.add_argument("--precision", default="fp32", help="graph of each artifact (default fp32)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--name", help="model name (one artifact only; default: the artifact directory's name)")
+    p.add_argument("--token-file", help="file holding a token; requests must carry `authorization: Bearer <token>`")
+    p.add_argument("--max-sequences", type=int, default=64, help="open sequences per model (default 64)")
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting per model (default 256)")
+    p.add_argument("--sequence-timeout", type=float, default=60.0,
+                   help="seconds after which an idle sequence is freed (default 60)")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="frames of different sequences run as one batch, at most (default 8; 1 turns batching off)")
+    p.add_argument("--threads", type=int, help="intra-op threads of each backend (default: the backend's)")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds SIGTERM waits for requests (default 10)")
+    _add_windows(p, "run")
+
+
+def _add_triton_repo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", help="artifact directory written by `vdeblur export` (a step model)")
+    p.add_argument("--out", required=True, help="the model repository directory (created if missing)")
+    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+                   help="Triton backend (default onnxruntime; tensorrt builds the plan, on the Triton GPU machine)")
+    p.add_argument("--name", help="model name (default: the artifact directory's name)")
+    p.add_argument("--precision", default="fp32", help="graph of the artifact (default fp32)")
+    p.add_argument("--max-batch", type=int, default=8, help="max_batch_size: sequences Triton batches (default 8)")
+    p.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace the model's directory in the repository")
+
+
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], tuple[dict[str, Any], str]]]] = {
     "models": ("list the model presets and families", _cmd_models),
     "export": ("export a checkpoint to an ONNX artifact directory (validated against PyTorch)", _cmd_export),
@@ -334,10 +422,14 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], tuple[dict[str, A
     "compare": ("stream the same frames through several backends and compare them", _cmd_compare),
     "bench": ("latency, throughput, memory and PSNR per backend and precision", _cmd_bench),
     "demo": ("the whole path on the bundled checkpoint and clip: export, build, stream, compare", _cmd_demo),
+    "serve": ("serve artifacts over the KServe v2 / Triton protocol (gRPC and HTTP), a state per sequence",
+              _cmd_serve),  # type: ignore[dict-item]
+    "triton-repo": ("write an artifact as a Triton Inference Server model repository (sequence batching, "
+                    "implicit state)", _cmd_triton_repo),
 }
 _ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "export": _add_export, "build": _add_build, "run": _add_run, "compare": _add_compare, "bench": _add_bench,
-    "demo": _add_demo,
+    "demo": _add_demo, "serve": _add_serve, "triton-repo": _add_triton_repo,
 }
 
 
@@ -386,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             raise UsageError("vdeblur: no command given. Run `vdeblur --help` for the list of commands.")
         payload, text = _COMMANDS[args.command][1](args)
+        if payload is None:  # a command that printed its own answer (serve: when it started)
+            return 0
         if args.json:
             print(json.dumps(payload))
         else:

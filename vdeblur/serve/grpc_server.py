@@ -46,7 +46,7 @@ def _set_id(params: Any, sid: SequenceId | None) -> None:
     if sid is None:
         return
     if isinstance(sid, str):
-        params["sequence_id"].string_value = sid
+        params["sequence_id"].string_param = sid
     elif sid > _INT64_MAX:
         params["sequence_id"].uint64_param = sid
     else:
