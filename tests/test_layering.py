@@ -33,6 +33,8 @@ EXCEPTIONS = {
     # TensorRT-RTX likewise (its IPluginV3 creators, and the library loader that makes its parser work).
     ("build/tensorrt_rtx.py", "plugins"),
     ("runtime/backends/tensorrt_rtx", "plugins"),
+    # `vdeblur triton-repo --backend tensorrt` builds the plan with the build layer's TensorRT code (lazily).
+    ("serve/triton_repo.py", "build"),
 }
 APPS = {"cli", "demo", "bench", "__main__"}
 

@@ -373,10 +373,16 @@ def _cmd_triton_repo(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from vdeblur.serve.triton_repo import write_triton_repo
 
     report = write_triton_repo(args.artifact, args.out, backend=args.backend, name=args.name,
-                               precision=args.precision, max_batch_size=args.max_batch, instances=args.instances,
-                               overwrite=args.overwrite)
-    return report, (f"wrote the Triton model {report.get('name')} to {args.out}/{report.get('name')} "
-                    f"(run: tritonserver --model-repository={args.out})")
+                               precision=args.precision, max_batch_size=args.max_batch_size,
+                               instances=args.instances, overwrite=args.overwrite, height=args.height,
+                               width=args.width, max_sequences=args.max_sequences, shapes=args.shapes)
+    cfg = report["config"]
+    size = "x".join(map(str, cfg["frame_size"][::-1])) if cfg["frame_size"] else "any frame size"
+    lines = [f"wrote {report['model_dir']} ({report['backend']}, {report['precision']}, {size}, "
+             f"max_batch_size {cfg['max_batch_size']}, {len(cfg['states'])} implicit states)"]
+    lines += [f"  {f}" for f in report["files"]]
+    lines += [f"note: {n}" for n in report["notes"]]
+    return report, "\n".join(lines)
 
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
@@ -406,11 +412,19 @@ def _add_triton_repo(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", help="artifact directory written by `vdeblur export` (a step model)")
     p.add_argument("--out", required=True, help="the model repository directory (created if missing)")
     p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
-                   help="Triton backend (default onnxruntime; tensorrt builds the plan, on the Triton GPU machine)")
+                   help="Triton backend (default onnxruntime; tensorrt builds the plan here, on the GPU and with the "
+                        "TensorRT of the Triton server)")
     p.add_argument("--name", help="model name (default: the artifact directory's name)")
     p.add_argument("--precision", default="fp32", help="graph of the artifact (default fp32)")
-    p.add_argument("--max-batch", type=int, default=8, help="max_batch_size: sequences Triton batches (default 8)")
+    p.add_argument("--height", type=int, help="a model of this one frame height (with --width): Triton can batch it")
+    p.add_argument("--width", type=int, help="a model of this one frame width (with --height)")
+    p.add_argument("--max-batch-size", type=int,
+                   help="sequences per model execution (default 8 with --height/--width, else 1: a model of any frame "
+                        "size cannot batch, see docs/triton.md)")
+    p.add_argument("--max-sequences", type=int, help="sequences one instance serves at once (default max(16, 2 x "
+                                                     "max batch size))")
     p.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
+    p.add_argument("--shapes", help="tensorrt, any frame size: the plan's profile as HxW:HxW:HxW (min:opt:max)")
     p.add_argument("--overwrite", action="store_true", help="replace the model's directory in the repository")
 
 

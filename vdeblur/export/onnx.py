@@ -51,7 +51,7 @@ def export_step_graph(
     from vdeblur.plugins.lowering import plugin_nodes
 
     hp, wp = spec.padded(height, width)
-    args = example_inputs(spec, 1, hp, wp)
+    args = example_inputs(spec, 2, hp, wp)  # N = 2: a dynamic batch (N = 1 would specialise it)
     # The exporter warns about torchvision ops it cannot register; vdeblur uses none of them.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
@@ -60,7 +60,7 @@ def export_step_graph(
             program = torch.onnx.export(
                 step.eval(), args, dynamo=True, opset_version=opset, verbose=False,
                 input_names=spec.input_names, output_names=spec.output_names,
-                dynamic_shapes=dynamic_shapes(spec, batch=False),
+                dynamic_shapes=dynamic_shapes(spec, batch=True),
                 custom_translation_table=translation_table() if lowering == "trt" else None,
                 optimize=True,
             )
