@@ -77,6 +77,15 @@ def mmprnn_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def dstnet_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny DSTNet clip artifact (windows of 4 frames overlapping by 2), shared by the clip tests of
+    the runtime and of the server; see tests/runtime/test_clip.py."""
+    from tests.runtime.test_clip import export_tiny
+
+    return export_tiny(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def calibration_pngs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six 40x56 PNG frames of a moving texture (int8 calibration as the CLI reads it)."""
     import numpy as np

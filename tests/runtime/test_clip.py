@@ -34,22 +34,24 @@ def _model() -> Any:
     return create("dstnet", **TINY).eval()
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("dstnet") / "DSTNet_tiny.pth"
-    torch.save({"params": _model().state_dict()}, path)  # BasicSR's format
-    return path
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> Path:
+def export_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny DSTNet artifact (tests/conftest.py ``dstnet_artifact``): exported from a
+    BasicSR-format checkpoint of :func:`_model`, both lowerings, fp32/fp16/int8, windows of 4 by 2."""
     from vdeblur.export.artifact import export_artifact
 
-    out = tmp_path_factory.mktemp("dstnet") / "artifact"
+    root = tmp_path_factory.mktemp("dstnet")
+    checkpoint = root / "DSTNet_tiny.pth"
+    torch.save({"params": _model().state_dict()}, checkpoint)  # BasicSR's format
+    out = root / "artifact"
     export_artifact("dstnet", out, checkpoint=checkpoint, overrides=TINY, plugins="trt", height=32, width=48,
                     frames=5, window=WINDOW, overlap=OVERLAP, precisions=["fp32", "fp16", "int8"],
                     calibration=moving_texture(6, 32, 48, seed=5))
     return out
+
+
+@pytest.fixture(scope="module")
+def artifact(dstnet_artifact: Path) -> Path:
+    return dstnet_artifact
 
 
 def _video(frames: int, height: int = 36, width: int = 50, seed: int = 3) -> np.ndarray:

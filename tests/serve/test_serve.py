@@ -265,18 +265,25 @@ def test_metadata_config_and_metrics(server: Server) -> None:
     with pytest.raises(InferenceServerException) as e:
         g.get_model_metadata("nope")
     assert e.value.status() == "StatusCode.NOT_FOUND"
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics").read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            values[key] = float(value)
-    label = '{model="mtu",version="1"}'
-    assert values[f"nv_inference_request_success{label}"] >= 10
-    assert values[f"nv_inference_count{label}"] >= 10
-    assert values[f"vdeblur_request_duration_seconds_count{label}"] == values[f"nv_inference_request_success{label}"]
-    assert values['vdeblur_rejected_requests_total{model="mtu",version="1",reason="invalid"}'] >= 1
-    assert f"vdeblur_active_sequences{label}" in values
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics") as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    # Prometheus' own parser reads it. The text keeps Triton's counter names (no _total); this parser
+    # reports counter samples with _total appended, as it does for Triton's.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    values = {(s.name, s.labels.get("model"), s.labels.get("reason"), s.labels.get("le")): s.value
+              for f in families.values() for s in f.samples}
+    assert families["vdeblur_request_duration_seconds"].type == "histogram"
+    assert families["vdeblur_active_sequences"].type == "gauge"
+    assert "\nnv_inference_request_success{" in text and "nv_inference_request_success_total{" not in text
+    assert values[("nv_inference_request_success_total", "mtu", None, None)] >= 10
+    assert values[("nv_inference_count_total", "mtu", None, None)] >= 10
+    assert (values[("vdeblur_request_duration_seconds_count", "mtu", None, None)]
+            == values[("nv_inference_request_success_total", "mtu", None, None)]
+            == values[("vdeblur_request_duration_seconds_bucket", "mtu", None, "+Inf")])
+    assert values[("vdeblur_rejected_requests_total", "mtu", "invalid", None)] >= 1
     g.close()
     h.close()
 
@@ -288,7 +295,7 @@ def test_token_full_server_and_idle_timeout(mtu_artifact: Path, tmp_path: Path) 
 
     frames = frames_of(3, seed=7)
     with Server([mtu_artifact], http_port=0, grpc_port=0, name="deblur", token=read_token(token), max_sequences=2,
-                sequence_timeout=0.6) as srv:
+                sequence_timeout=1.5) as srv:
         h = httpclient.InferenceServerClient(f"127.0.0.1:{srv.http_port}")
         g = grpcclient.InferenceServerClient(f"127.0.0.1:{srv.grpc_port}")
         good = {"authorization": "Bearer s3cret"}
@@ -299,6 +306,13 @@ def test_token_full_server_and_idle_timeout(mtu_artifact: Path, tmp_path: Path) 
             with pytest.raises(InferenceServerException) as e:
                 g.infer("deblur", [grpc_input(frames[0])], headers=headers)
             assert e.value.status() == "StatusCode.UNAUTHENTICATED"
+        bad = StreamClient(srv.grpc_port, headers={"authorization": "Bearer wrong"})  # checked when a stream opens
+        bad.send("deblur", frames[0], 8, start=True)
+        deadline = time.monotonic() + 10
+        while not bad.errors and time.monotonic() < deadline:
+            time.sleep(0.02)
+        bad.close()
+        assert bad.errors and bad.errors[0].status() == "StatusCode.UNAUTHENTICATED" and not bad.results
         assert h.is_server_live()  # health needs no token
         # a full server: two open sequences, a third START is refused, the two go on
         for sid in (1, 2):
@@ -312,7 +326,9 @@ def test_token_full_server_and_idle_timeout(mtu_artifact: Path, tmp_path: Path) 
         r = g.infer("deblur", [grpc_input(frames[1])], sequence_id=1, headers=good)
         assert r.get_response().parameters["frame_count"].int64_param == 0  # still warming up: state kept
         # idle sequences are freed after the timeout
-        time.sleep(2.0)
+        deadline = time.monotonic() + 10  # timeout 1.5 s, checked every 0.375 s
+        while srv.service.table.active() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert srv.service.table.active() == 0
         with pytest.raises(InferenceServerException) as e:
             g.infer("deblur", [grpc_input(frames[2])], sequence_id=2, headers=good)
@@ -363,3 +379,29 @@ def test_cli_serve_drains_on_sigterm(mtu_artifact: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.slow
+def test_clip_artifact_served_by_windows(dstnet_artifact: Path) -> None:
+    """A clip artifact (DSTNet, windows of 4 overlapping by 2): one response per frame, in order, each
+    frame's output as a Stream gives it; outputs come as windows fill, the rest at sequence_end."""
+    art = dstnet_artifact
+    frames = frames_of(9, seed=12, h=30, w=44)
+    with Server([art], http_port=0, grpc_port=0, name="dstnet") as srv:
+        c = StreamClient(srv.grpc_port)
+        for i, f in enumerate(frames):
+            c.send("dstnet", f, 9, start=i == 0, end=i == len(frames) - 1)
+        c.close()
+        assert not c.errors
+        got = c.of(9)
+        assert [i for i, _ in got] == list(range(len(frames)))
+        for (_, out), want in zip(got, reference(art, frames), strict=True):
+            np.testing.assert_array_equal(out, want)
+        h = httpclient.InferenceServerClient(f"127.0.0.1:{srv.http_port}")
+        counts = [h.infer("dstnet", [http_input(f)], sequence_id=4, sequence_start=i == 0,
+                          sequence_end=i == len(frames) - 1).get_response()["parameters"]["frame_count"]
+                  for i, f in enumerate(frames)]
+        h.close()
+        assert sum(counts) == len(frames) and counts[0] == 0 and counts[-1] > 1  # windows, then the flush
+        cfg = srv.service.model_config("dstnet").parameters
+        assert cfg["vdeblur_kind"].string_value == "clip" and cfg["vdeblur_window"].string_value == "4"

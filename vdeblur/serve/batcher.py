@@ -10,9 +10,9 @@ Batching: the worker takes every submission waiting when it becomes free (no add
 Triton's dynamic batcher with ``max_queue_delay_microseconds: 0``), groups those with the same key
 (kind and padded shape), concatenates them along N (frames, flush flags and states; every step graph
 input and output has N first, see the shape grammar) up to ``max_batch`` and runs each group as one
-call. A failed call fails its group only; a sequence's state is replaced only when its step succeeds,
-so an error loses no state. With ``max_batch`` 1 (or a graph whose states are not batched by N)
-every submission runs alone.
+call (:func:`batch_limit`: backends that take one row run every submission alone). A failed call
+fails its group only; a sequence's state is replaced only when its step succeeds, so an error loses
+no state.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 from vdeblur.contract.interface import ClipSpec, parse_dim
 from vdeblur.errors import BackendError, ServiceError, VdeblurError
-from vdeblur.runtime.backends.base import Backend, Interface
+from vdeblur.runtime.backends.base import Backend
 
 Key = tuple[Any, ...]
 
@@ -43,11 +43,22 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-def batchable(iface: Interface) -> bool:
-    """Whether a graph's inputs and outputs all have the batch N first (then sequences batch)."""
-    if isinstance(iface.spec, ClipSpec):
-        return True
-    return all(s.shape and parse_dim(s.shape[0]) == ("N", 1) for s in iface.spec.states)
+def batch_limit(backend: Backend) -> int | None:
+    """The most rows one call of ``backend`` takes: 1 when the batch is fixed, None when free.
+
+    Every state must have the batch N first (the shape grammar allows other layouts); an ONNX Runtime
+    graph exported with a fixed batch of 1 (artifacts of vdeblur before the batch became dynamic)
+    takes one row; TensorRT engines are built with a profile of batch 1 (one stream per context)."""
+    spec = backend.iface.spec
+    if not isinstance(spec, ClipSpec) and not all(s.shape and parse_dim(s.shape[0]) == ("N", 1)
+                                                  for s in spec.states):
+        return 1
+    if backend.name in ("tensorrt", "tensorrt-rtx"):
+        return 1
+    session = getattr(backend, "session", None)
+    if session is not None and any(i.shape and i.shape[0] == 1 for i in session.get_inputs()):
+        return 1
+    return None
 
 
 class Batcher:
@@ -62,7 +73,7 @@ class Batcher:
             raise ServiceError(f"batcher: max_batch {max_batch}. Expected >= 1.")
         self.backend = backend
         self.iface = backend.iface
-        self.max_batch = max_batch if batchable(self.iface) else 1
+        self.max_batch = min(max_batch, batch_limit(backend) or max_batch)
         self._on_batch = on_batch
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=f"vdeblur-batcher-{self.iface.artifact.name}",

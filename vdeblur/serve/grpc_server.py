@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from vdeblur.errors import ServiceError, UsageError, missing_dependency
-from vdeblur.serve.protocol import DATATYPE, OUTPUT, InferRequest, SequenceId, parse_request
+from vdeblur.serve.protocol import DATATYPE, MAX_SIDE, OUTPUT, InferRequest, SequenceId, parse_request
 from vdeblur.serve.sequences import Output
 from vdeblur.serve.service import Service
 
 _INT64_MAX = 2**63 - 1
+MAX_MESSAGE = MAX_SIDE * MAX_SIDE * 3 + (1 << 20)  # the largest frame a request may carry, plus its header
 
 
 def _modules() -> tuple[Any, Any, Any]:
@@ -190,7 +191,7 @@ class GrpcServer:
         async def main() -> None:
             self._done = asyncio.Event()
             try:
-                self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", -1),
+                self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                                                         ("grpc.max_send_message_length", -1),
                                                         ("grpc.so_reuseport", 0)])
                 pbg.add_GRPCInferenceServiceServicer_to_server(servicer_obj, self._server)

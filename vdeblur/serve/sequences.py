@@ -84,8 +84,7 @@ class ServedModel:
         out: dict[str, Any] = {"name": self.name, "artifact": str(self.artifact), "kind": iface.kind,
                                "backend": self.backend_name, "precision": self.precision,
                                "lookahead": self.lookahead, "max_batch": self.batcher.max_batch,
-                               "family": iface.manifest.model.get("family") if isinstance(
-                                   iface.manifest.model, dict) else None}
+                               "family": iface.manifest.model.get("family")}
         if iface.kind == "clip":
             out.update(window=self.window, overlap=self.overlap)
         return out

@@ -100,9 +100,9 @@ class Service:
         cfg.sequence_batching.max_sequence_idle_microseconds = int(self.table.timeout * 1e6)
         cfg.sequence_batching.direct.SetInParent()
         cfg.model_transaction_policy.decoupled = True
-        cfg.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU
-                               if getattr(model.batcher.backend, "device", "cpu") == "cpu" else
-                               mc.ModelInstanceGroup.KIND_GPU)
+        on_cpu = str(getattr(model.batcher.backend, "device", "cpu")).startswith("cpu")
+        group = mc.ModelInstanceGroup
+        cfg.instance_group.add(count=1, kind=group.KIND_CPU if on_cpu else group.KIND_GPU)
         for key, value in model.describe().items():
             if value is not None and key not in ("name", "artifact"):  # no server paths to clients
                 cfg.parameters[f"vdeblur_{key}"].string_value = str(value)
