@@ -405,3 +405,27 @@ def test_clip_artifact_served_by_windows(dstnet_artifact: Path) -> None:
         assert sum(counts) == len(frames) and counts[0] == 0 and counts[-1] > 1  # windows, then the flush
         cfg = srv.service.model_config("dstnet").parameters
         assert cfg["vdeblur_kind"].string_value == "clip" and cfg["vdeblur_window"].string_value == "4"
+
+
+def test_stream_marks_each_requests_last_response_when_asked(server: Server) -> None:
+    """Triton's `enable_empty_final_response`: after a request's responses (none during the warm-up,
+    one per output afterwards, the pending ones at sequence_end) comes an empty one flagged final."""
+    frames = frames_of(4, seed=13)
+    events: list[tuple[str, int | None]] = []
+
+    def callback(result: Any, error: Any) -> None:
+        assert error is None, error
+        p = result.get_response().parameters
+        final = p["triton_final_response"].bool_param
+        events.append(("final", None) if final else ("frame", p["frame_index"].int64_param))
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    client.start_stream(callback=callback)
+    for i, f in enumerate(frames):
+        client.async_stream_infer("mtu", [grpc_input(f)], request_id=str(i), sequence_id=41, sequence_start=i == 0,
+                                  sequence_end=i == 3, enable_empty_final_response=True)
+    client.stop_stream()
+    client.close()
+    # lookahead 2: frames 0, 1 answer nothing but their final marker; frame 2 brings output 0, frame 3 the rest
+    assert events == [("final", None), ("final", None), ("frame", 0), ("final", None),
+                      ("frame", 1), ("frame", 2), ("frame", 3), ("final", None)]
