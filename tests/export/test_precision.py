@@ -321,6 +321,24 @@ def test_normaliser_tails_and_plugin_traces_stay_fp32(tmp_path: Path) -> None:
     assert out.dtype == np.float32 and np.abs(out - ref).max() < 1e-2 * np.abs(ref).max()
 
 
+def test_a_default_constant_of_shape_follows_its_consumers_into_fp16(tmp_path: Path) -> None:
+    """ConstantOfShape without ``value`` makes float32 zeros (the ONNX default); lowered, it must make
+    fp16 zeros, or its fp16 consumer gets a float32 input (an invalid graph)."""
+    shape = numpy_helper.from_array(np.array([1, 4, 8, 8], np.int64), "shape")
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["zeros"], name="zeros"),
+        helper.make_node("Concat", ["x", "zeros"], ["cat"], axis=1, name="cat"),
+        helper.make_node("Relu", ["cat"], ["y"], name="relu"),
+    ]
+    model = _graph(nodes, [shape], [1, 8, 8, 8])
+    low = P.mixed_precision(model, "fp16", [])
+    made = next(n for n in low.graph.node if n.op_type == "ConstantOfShape")
+    assert [a.t.data_type for a in made.attribute if a.name == "value"] == [TensorProto.FLOAT16]
+    x = np.random.default_rng(0).random((1, 4, 8, 8), dtype=np.float32)
+    out = ort_session(_save(low, tmp_path / "low.onnx")).run(None, {"x": x})[0]
+    assert out.shape == (1, 8, 8, 8) and not out[:, 4:].any() and np.abs(out[:, :4] - x).max() < 1e-3
+
+
 def test_learned_matmul_bounds_the_motion_search_cone() -> None:
     w = numpy_helper.from_array(np.ones((8, 8), np.float32), "w")
     nodes = [

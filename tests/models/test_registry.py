@@ -10,13 +10,13 @@ from vdeblur.models.registry import Preset, register_family
 
 
 def test_presets_come_from_their_family_files() -> None:
-    from vdeblur.models import dstnet, mmprnn, mtu
+    from vdeblur.models import ahfnet, dstnet, mmprnn, mtu
 
     by_name = {f.name: f for f in registry.families()}
     assert [p.name for p in by_name["mtu"].presets] == [p.name for p in mtu.PRESETS]
     assert [p.name for p in by_name["dstnet_L"].presets] == [p.name for p in dstnet.PRESETS_L]
-    assert sorted(registry.PRESETS) == sorted(p.name for p in (*dstnet.PRESETS, *dstnet.PRESETS_L, *mmprnn.PRESETS,
-                                                                 *mtu.PRESETS))
+    assert sorted(registry.PRESETS) == sorted(p.name for p in (*ahfnet.PRESETS, *dstnet.PRESETS, *dstnet.PRESETS_L,
+                                                                 *mmprnn.PRESETS, *mtu.PRESETS))
     assert registry.resolve("mtu2") == ("mtu", "mtu2", mtu.PRESETS[1].config)
     assert registry.resolve("mmprnn", n_features=8)[2]["n_features"] == 8
 
@@ -32,5 +32,5 @@ def test_a_new_family_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> No
         register_family("toy2", dict, "step", {}, [Preset("mtu2", "toy2", {})])
     with pytest.raises(UsageError, match="kind 'stream' is unknown"):
         register_family("toy3", dict, "stream")
-    with pytest.raises(UsageError, match=r"^ahfnet: unknown model\. Expected a preset or a family: "):
-        registry.create("ahfnet")  # not implemented: not listed, not half-advertised
+    with pytest.raises(UsageError, match=r"^arvo: unknown model\. Expected a preset or a family: "):
+        registry.create("arvo")  # not implemented: not listed, not half-advertised

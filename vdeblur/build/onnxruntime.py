@@ -56,6 +56,9 @@ from vdeblur.errors import BackendError, ExportError
 Progress = Callable[[str, float], None]
 
 ORT_SAVE_LEVEL = "ORT_ENABLE_EXTENDED"  # the level of the saved model (portable, see above)
+# ONNX Runtime (1.31) names the output of every GatherSliceToSplitFusion "split_output", once in the main graph
+# and again in each Scan body, so the saved model repeats a name and does not load (AHFNet's two scans).
+SAVE_DISABLED_OPTIMIZERS = ["GatherSliceToSplitFusion"]
 VERIFY_EXTRA_FRAMES = 4  # verification clip: lookahead + this many frames
 VERIFY_SEED = 11
 
@@ -128,7 +131,8 @@ def build_onnxruntime(p: BuildPlan, report: Progress) -> dict[str, Any]:
         for key, value in session_options["config_entries"].items():
             opts.add_session_config_entry(key, value)
         try:
-            optimiser = ort.InferenceSession(p.onnx, opts, providers=providers)
+            optimiser = ort.InferenceSession(p.onnx, opts, providers=providers,
+                                             disabled_optimizers=SAVE_DISABLED_OPTIMIZERS)
         except Exception as e:  # onnxruntime raises its own exception types
             raise BackendError(f"{p.onnx}: ONNX Runtime cannot optimise it ({first_line(e)}). "
                                "Expected a portable-lowering graph; re-export the artifact.") from e

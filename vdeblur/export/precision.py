@@ -453,7 +453,11 @@ def _upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 
 
 def _lower_attributes(node: onnx.NodeProto, low: int) -> None:
-    """Type-bearing attributes of a node that now computes in ``low``."""
+    """Type-bearing attributes of a node that now computes in ``low``. A ConstantOfShape without a
+    ``value`` makes float32 zeros (the ONNX default): it gets an explicit zero of the low type."""
+    if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
+        node.attribute.append(helper.make_attribute("value", _convert_tensor(
+            numpy_helper.from_array(np.zeros(1, np.float32)), low, "value")))
     for a in node.attribute:
         if node.op_type == "Cast" and a.name == "to" and a.i == _FLOAT:
             a.i = low

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vdeblur.errors import ShapeError, UsageError
+from vdeblur.plugins import flow_warp
 
 # --------------------------------------------------------------------------------------------
 # Layers
@@ -178,3 +179,69 @@ def run_clip(model: nn.Module, frames: torch.Tensor, pad_mode: str = "replicate"
     finally:
         model.train(training)
     return crop_to(out, h, w)
+
+
+# --------------------------------------------------------------------------------------------
+# Optical flow: SPyNet
+# --------------------------------------------------------------------------------------------
+
+
+class SPyNetBasicModule(nn.Module):
+    """One SPyNet level: five 7x7 convs 8 -> 32 -> 64 -> 32 -> 16 -> 2 with ReLUs between them.
+
+    (N, 8, H, W) = (reference, warped supporting frame, upsampled flow) -> flow residual (N, 2, H, W).
+    Keys ``basic_module.{0,2,4,6,8}.*`` as BasicSR's ``spynet_arch.BasicModule``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        widths = (8, 32, 64, 32, 16, 2)
+        layers: list[nn.Module] = []
+        for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            layers.append(nn.Conv2d(cin, cout, 7, padding=3))
+            if i < len(widths) - 2:
+                layers.append(nn.ReLU())
+        self.basic_module = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.basic_module(x)
+
+
+class SPyNet(nn.Module):
+    """SPyNet (Ranjan & Black, CVPR 2017) as in BasicSR (``basicsr/archs/spynet_arch.py``): six levels,
+    ImageNet normalisation, coarse to fine; keys ``basic_module.{level}.basic_module.{i}.*`` and the
+    buffers ``mean``, ``std``, so BasicSR / BasicVSR SPyNet weights load as they are.
+
+    :meth:`forward`: ref, supp (B, 3, H, W) RGB in [0, 1] -> flow (B, 2, H, W) in pixels (channel 0 = x,
+    1 = y) such that ``flow_warp(supp, flow)`` approximates ``ref``. Export-safe for any H, W >= 1: the
+    frames are replicate-padded at the bottom and right to a multiple of 32 inside the graph (BasicSR
+    resizes them instead) and the flow is cropped back. Level 0 starts from a zero flow, where BasicSR's
+    warp by the zero flow is the identity: it is skipped (the level is 1/32 of the size, down to 1x1,
+    below the 2x2 that :func:`vdeblur.plugins.flow_warp` needs). Warps use "border" padding, as BasicSR.
+    """
+
+    levels = 6
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.basic_module = nn.ModuleList(SPyNetBasicModule() for _ in range(self.levels))
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, ref: torch.Tensor, supp: torch.Tensor) -> torch.Tensor:
+        h, w = ref.shape[-2], ref.shape[-1]
+        multiple = 2 ** (self.levels - 1)
+        pad = (0, (-w) % multiple, 0, (-h) % multiple)
+        refs = [F.pad((ref - self.mean) / self.std, pad, mode="replicate")]
+        supps = [F.pad((supp - self.mean) / self.std, pad, mode="replicate")]
+        for _ in range(self.levels - 1):
+            refs.insert(0, F.avg_pool2d(refs[0], 2, 2, count_include_pad=False))
+            supps.insert(0, F.avg_pool2d(supps[0], 2, 2, count_include_pad=False))
+        # Level 0: the zero initial flow as two zero channels (a Pad, whose dtype follows its input in
+        # reduced-precision graphs).
+        flow = self.basic_module[0](F.pad(torch.cat((refs[0], supps[0]), 1), (0, 0, 0, 0, 0, 2)))
+        for level in range(1, self.levels):
+            up = F.interpolate(flow, scale_factor=2.0, mode="bilinear", align_corners=True) * 2.0
+            warped = flow_warp(supps[level], up, "border")
+            flow = up + self.basic_module[level](torch.cat((refs[level], warped, up), 1))
+        return flow[..., :h, :w]
