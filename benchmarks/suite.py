@@ -32,7 +32,7 @@ from vdeblur.bench import bench, format_table, machine
 from vdeblur.build import build
 from vdeblur.data.texture import moving_texture
 from vdeblur.export.artifact import export_artifact
-from vdeblur.runtime.video import encode_png
+from vdeblur.runtime.video import encode_png, load_calibration
 
 
 def calibration_folder(root: Path, height: int, width: int) -> Path:
@@ -95,7 +95,8 @@ def main() -> None:
             artifact = root / model
             t = time.perf_counter()
             export_artifact(model, artifact, precisions=[p for p in precisions if p != "fp8"],
-                            calibration=calibration_folder(root, 180, 320) if "int8" in precisions else None,
+                            calibration=load_calibration(calibration_folder(root, 180, 320), 96, 160)
+                            if "int8" in precisions else None,
                             height=96, width=160, frames=3, window=args.window, overlap=args.overlap)
             clip_model = json.loads((artifact / "manifest.json").read_text())["kind"] == "clip"
             print(f"exported {model} in {time.perf_counter() - t:.0f} s", flush=True)

@@ -272,8 +272,9 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 
 def _add_windows(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--window", type=int, help=f"clip models (DSTNet): frames per window to {what} (default: the "
-                                              "artifact's; 30 with --overlap 0 is the official test split)")
+    p.add_argument("--window", type=int, help=f"clip models (DSTNet, AHFNet): frames per window to {what} "
+                                              "(default: the artifact's; 30 with --overlap 0 is DSTNet's official "
+                                              "test split)")
     p.add_argument("--overlap", type=int, help="clip models: frames shared by consecutive windows; each window keeps "
                                                "its centre (default: the artifact's)")
 

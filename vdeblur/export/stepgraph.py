@@ -177,7 +177,7 @@ def graph_module(model: nn.Module, window: int | None = None,
         return clip_module(model, window, overlap)
     if window is not None or overlap is not None:
         raise UsageError(f"{getattr(model, 'family', 'model')}: --window/--overlap are for clip models "
-                         "(DSTNet). This one streams frame by frame.")
+                         "(DSTNet, AHFNet). This one streams frame by frame.")
     return step_module(model)
 
 

@@ -59,22 +59,23 @@ module and its :class:`~vdeblur.contract.interface.ClipSpec` (windows of 30 over
 
 Cost per 1280x720 frame (720 is a multiple of 4: no padding; SPyNet runs 320x192 inside):
 
-==================  =================  ================================================  ===================
-                    params             GMACs per frame                                   CPU, 2 threads
-==================  =================  ================================================  ===================
-ahfnet (ours)       6.7782 M (+0.4%)   444.0 (-3.7%) = R 273.9 (2 x 137.0) + U 78.5      0.13 s @128x128,
-                    (SPyNet 1.4403 M)  + P 51.9 + SPyNet 39.3 (2 flows) + H 0.4          0.65 s @256x256
-paper               6.75 M             461                                               0.144 s (its setup)
-==================  =================  ================================================  ===================
+==================  =================  ================================================  ====================
+                    params             GMACs per frame                                   CPU s/frame, 2 thr.
+==================  =================  ================================================  ====================
+ahfnet (ours)       6.7782 M (+0.4%)   444.0 (-3.7%) = R 273.9 (2 x 137.0) + U 78.5      14.4 @1280x720,
+                    (SPyNet 1.4403 M)  + P 51.9 + SPyNet 39.3 (2 flows) + H 0.4          0.65 @256, 0.15 @128
+paper               6.75 M             461                                               0.144 (its setup)
+==================  =================  ================================================  ====================
 
 Method: ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2) over ``forward`` on one 1280x720
 frame (T = 1: every per-frame cost, two SPyNet flows per frame, both directions of R), with the two scans
 replaced by a Python loop over the same step (FlopCounterMode cannot enter ``scan``). Counted: every conv
 and the coefficient matmuls. Not counted: the bilinear warps (about 0.03 GMACs), pooling, elementwise ops,
-pixel shuffle. CPU latency: :meth:`AHFNet.clip_forward` of 4-frame clips after the first call (the scans'
-Dynamo trace), torch 2.13, 2 threads of an otherwise idle 2-core AMD EPYC VM (AVX2, AVX-512 VNNI); one
-thread: 0.22 s and 1.1 s. That is about 50-60 GMAC/s, so a 720p frame takes ~9 s there. With another job on
-the second core, two threads were 10x slower (OpenMP waits on the busy core): use one thread then.
+pixel shuffle. CPU latency: :func:`vdeblur.models.run_clip` of 4-frame clips (3 at 1280x720) after the
+first call (the scans' Dynamo trace), torch 2.13, 2 threads of an otherwise idle 2-core AMD EPYC VM (AVX2,
+AVX-512 VNNI); one thread: 0.26 s at 128x128 and 1.0-1.1 s at 256x256. With another job on the second
+core, two threads were 10x slower (OpenMP waits on the busy core): use one thread then. ONNX Runtime
+figures: benchmarks/results/README.md.
 """
 
 from __future__ import annotations
