@@ -27,7 +27,7 @@ def test_models_json_is_one_object_listing_every_preset() -> None:
     mtu2 = next(p for p in payload["presets"] if p["name"] == "mtu2")
     assert mtu2["family"] == "mtu" and mtu2["kind"] == "step" and mtu2["config"]["skip_corr_index"] == [1]
     # only the families that exist are listed (the registry knows none by name)
-    assert [f["name"] for f in payload["families"]] == ["ahfnet", "dstnet", "dstnet_L", "mmprnn", "mtu"]
+    assert [f["name"] for f in payload["families"]] == ["ahfnet", "arvo", "dstnet", "dstnet_L", "mmprnn", "mtu"]
 
 
 def test_json_flag_before_the_command(capsys: pytest.CaptureFixture[str]) -> None:

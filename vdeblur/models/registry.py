@@ -93,9 +93,11 @@ PRESETS: Mapping[str, Preset] = _PresetView()
 
 
 def families() -> list[Family]:
-    """The registered families, in registration order (module name order)."""
+    """The registered families by the name of the module that registered them, then in registration
+    order within a module: the same order whichever family a process imported first."""
     _load_families()
-    return list(_FAMILIES.values())
+    order = {name: i for i, name in enumerate(_FAMILIES)}
+    return sorted(_FAMILIES.values(), key=lambda f: (getattr(f.builder, "__module__", "") or "", order[f.name]))
 
 
 def family_names() -> list[str]:

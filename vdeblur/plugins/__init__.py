@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 specs()
 
 __all__ = ["LOWERINGS", "call", "correlation", "correlation_argmax", "current_lowering", "dynamic_depthwise",
-           "dynamic_filter", "flow_warp", "lowering", "specs", "translation_table"]
+           "dynamic_filter", "flow_warp", "lowering", "specs", "translation_table", "volume_aggregate"]
 
 
 def call(name: str, *inputs: torch.Tensor, **attrs: Any) -> Any:
@@ -60,6 +60,19 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") 
     "zeros" or "border"; H, W >= 2. Differentiable in x and flow. See plugins/flow_warp/README.md.
     """
     return call("flow_warp", x, flow, padding_mode=padding_mode)
+
+
+def volume_aggregate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """All-range softmax aggregation (ARVo's exp-normalised all-range correlation applied to values).
+
+    q: (N, C, H, W) queries; k: (N, C, h, w) keys; v: (N, Cv, h, w) values (H, W independent of h, w).
+    Returns (N, Cv, H, W):
+    ``out[n, :, y, x] = sum_{u,v} softmax_{(u,v)}(sum_c q[n, c, y, x] * k[n, c, u, v]) * v[n, :, u, v]``
+    (no scale factor, max-subtracted). The (H*W) x (h*w) volume is never materialised (online softmax
+    over key chunks; a flash-attention style kernel on GPU). Differentiable in q, k and v. See
+    plugins/volume_aggregate/README.md.
+    """
+    return call("volume_aggregate", q, k, v)
 
 
 def dynamic_filter(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
