@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tests.models.test_ahfnet import TINY, seeded_ahfnet
+from tests.runtime.deploy_helpers import run_clip_np, stream_onnxruntime, write_png_folder
 from vdeblur.data.texture import moving_texture
 from vdeblur.metrics import psnr
 
@@ -27,16 +28,12 @@ HEIGHT, WIDTH = 40, 54  # not multiples of 4: the runtime pads (replicate) and c
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     from vdeblur.cli import main
-    from vdeblur.runtime.video import encode_png
 
     root = tmp_path_factory.mktemp("ahfnet")
     model = seeded_ahfnet(TINY, 1)
     checkpoint = root / "ahfnet_tiny.pth"
     torch.save({"params": model.state_dict()}, checkpoint)
-    calibration = root / "calibration"  # int8: a folder of PNG frames, as a user passes one
-    calibration.mkdir()
-    for i, f in enumerate(moving_texture(6, 32, 48, seed=6).transpose(0, 2, 3, 1)):
-        (calibration / f"{i:04d}.png").write_bytes(encode_png((f * 255 + 0.5).astype(np.uint8)))
+    calibration = write_png_folder(root / "calibration", moving_texture(6, 32, 48, seed=6))  # int8
     out = root / "artifact"
     sets = [f"--set={k}={v}" for k, v in TINY.items()]
     assert main(["--json", "export", "ahfnet", "--checkpoint", str(checkpoint), *sets, "--out", str(out),
@@ -50,22 +47,6 @@ def _video(frames: int, seed: int = 3) -> np.ndarray:
     return moving_texture(frames, HEIGHT, WIDTH, seed=seed)  # (T, 3, H, W) float32 in [0, 1]
 
 
-def _run_clip(model: Any, video: np.ndarray) -> np.ndarray:
-    from vdeblur.models import run_clip
-
-    return run_clip(model, torch.from_numpy(video)[None])[0].numpy()
-
-
-def _stream(artifact: Path, video: np.ndarray, **options: Any) -> np.ndarray:
-    from vdeblur.runtime.stream import Stream
-
-    outs: list[tuple[int, np.ndarray]] = []
-    with Stream(artifact, backend="onnxruntime", **options) as s:
-        for f in video.transpose(0, 2, 3, 1):
-            outs += s.push(f)
-        outs += s.flush()
-    assert [i for i, _ in outs] == list(range(len(video)))
-    return np.stack([o for _, o in outs]).transpose(0, 3, 1, 2)
 
 
 def test_the_manifest_states_a_clip_graph_for_any_number_of_frames(deployed: tuple[Path, Any]) -> None:
@@ -94,10 +75,10 @@ def test_the_manifest_states_a_clip_graph_for_any_number_of_frames(deployed: tup
 def test_onnxruntime_reproduces_run_clip(deployed: tuple[Path, Any]) -> None:
     artifact, model = deployed
     video = _video(WINDOW)  # no longer than a window: one clip, = run_clip
-    want = _run_clip(model, video)
+    want = run_clip_np(model, video)
     assert 0.05 < np.mean((want > 0) & (want < 1))  # the outputs are not saturated
     assert np.abs(want - video).mean() > 1e-2  # nor the input
-    assert psnr(_stream(artifact, video), want) >= 45
+    assert psnr(stream_onnxruntime(artifact, video), want) >= 45
 
 
 @pytest.mark.parametrize(("precision", "bar_db"), [("fp16", 60.0), ("int8", 35.0)])
@@ -105,9 +86,9 @@ def test_reduced_precisions_stay_close_to_run_clip(deployed: tuple[Path, Any], p
                                                    bar_db: float) -> None:
     artifact, model = deployed
     video = _video(WINDOW, seed=6)
-    got = _stream(artifact, video, precision=precision)
-    assert psnr(got, _run_clip(model, video)) >= bar_db
-    assert np.abs(got - _stream(artifact, video)).max() > 0  # not the fp32 graph
+    got = stream_onnxruntime(artifact, video, precision=precision)
+    assert psnr(got, run_clip_np(model, video)) >= bar_db
+    assert np.abs(got - stream_onnxruntime(artifact, video)).max() > 0  # not the fp32 graph
 
 
 def test_engines_build_and_verify(deployed: tuple[Path, Any]) -> None:
@@ -147,23 +128,20 @@ def test_longer_videos_run_by_windows(deployed: tuple[Path, Any]) -> None:
     video = _video(9, seed=4)
     module, spec = clip_module(model, WINDOW, OVERLAP)
     want = np.clip(run_windows(module, spec, torch.from_numpy(video)[None])[0].numpy(), 0, 1)
-    assert np.abs(_stream(artifact, video) - want).max() < 1e-4
+    assert np.abs(stream_onnxruntime(artifact, video) - want).max() < 1e-4
 
 
 def test_vdeblur_run_reproduces_run_clip(deployed: tuple[Path, Any], tmp_path: Path) -> None:
     """The done criterion: `vdeblur run` (ONNX Runtime, PNG frames in and out) >= 45 dB against run_clip."""
     from vdeblur.cli import main
-    from vdeblur.runtime.video import encode_png, iter_frames
+    from vdeblur.runtime.video import iter_frames
 
     artifact, model = deployed
-    uint8 = (_video(6, seed=5).transpose(0, 2, 3, 1) * 255 + 0.5).astype(np.uint8)
-    frames_in = tmp_path / "in"
-    frames_in.mkdir()
-    for i, f in enumerate(uint8):
-        (frames_in / f"{i:04d}.png").write_bytes(encode_png(f))
+    frames_in = write_png_folder(tmp_path / "in", _video(6, seed=5))
+    quantised = np.stack(list(iter_frames(frames_in))).transpose(0, 3, 1, 2).astype(np.float32) / 255
     out = tmp_path / "out"
     assert main(["run", str(artifact), str(frames_in), f"{out}/", "--window", "30", "--overlap", "0"]) == 0
     got = np.stack(list(iter_frames(out))).astype(np.float32) / 255
-    want = _run_clip(model, uint8.transpose(0, 3, 1, 2).astype(np.float32) / 255).transpose(0, 2, 3, 1)
+    want = run_clip_np(model, quantised).transpose(0, 2, 3, 1)
     assert got.shape == want.shape
     assert psnr(got, want) >= 45

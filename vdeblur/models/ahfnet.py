@@ -87,8 +87,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch._higher_order_ops import scan
 
-from vdeblur.errors import ShapeError, UsageError
-from vdeblur.models.blocks import ResidualDenseBlock, SPyNet, VideoModel, check_frames, conv
+from vdeblur.errors import UsageError
+from vdeblur.models.blocks import ResidualDenseBlock, SPyNet, VideoModel, check_padded_frames, conv
 from vdeblur.models.registry import Preset, register_family
 from vdeblur.plugins import flow_warp
 
@@ -359,13 +359,7 @@ class AHFNet(VideoModel):
         return torch.clamp(self(frames), 0.0, 1.0)
 
     def _check(self, frames: torch.Tensor) -> None:
-        check_frames(frames, f"{self.family}: frames")
-        h, w = frames.shape[-2], frames.shape[-1]
-        if h % self.pad_multiple or w % self.pad_multiple or min(h, w) < self.min_size:
-            raise ShapeError(
-                f"{self.family}: frames are {h}x{w}. Expected multiples of {self.pad_multiple}, at least "
-                f"{self.min_size}x{self.min_size} (pad them: vdeblur.models.run_clip does)."
-            )
+        check_padded_frames(frames, self.family, self.pad_multiple, self.min_size)
 
     def make_clip(self, window: int = 30, overlap: int = 8) -> tuple[nn.Module, Any]:
         """The export-safe clip module ``frames (N, T, 3, H, W) -> outputs (N, T, 3, H, W)`` (H, W

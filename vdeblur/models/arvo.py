@@ -103,8 +103,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vdeblur.errors import ShapeError, UsageError
-from vdeblur.models.blocks import VideoModel, check_frames, conv
+from vdeblur.errors import UsageError
+from vdeblur.models.blocks import VideoModel, check_padded_frames, conv
 from vdeblur.models.registry import Preset, register_family
 from vdeblur.plugins import correlation, flow_warp
 
@@ -404,13 +404,7 @@ class ARVo(VideoModel):
         return self.forward_clip(frames)
 
     def _check(self, frames: torch.Tensor) -> None:
-        check_frames(frames, f"{self.family}: frames")
-        h, w = frames.shape[-2], frames.shape[-1]
-        if h % self.pad_multiple or w % self.pad_multiple or min(h, w) < self.min_size:
-            raise ShapeError(
-                f"{self.family}: frames are {h}x{w}. Expected multiples of {self.pad_multiple}, at least "
-                f"{self.min_size}x{self.min_size} (pad them: vdeblur.models.run_clip does)."
-            )
+        check_padded_frames(frames, self.family, self.pad_multiple, self.min_size)
 
     # -- streaming --------------------------------------------------------------------------------
 

@@ -94,6 +94,18 @@ def check_frames(frames: torch.Tensor, subject: str = "frames") -> None:
         raise ShapeError(f"{subject}: the clip is empty (T = 0). Expected at least one frame.")
 
 
+def check_padded_frames(frames: torch.Tensor, family: str, multiple: int, min_size: int) -> None:
+    """:func:`check_frames`, then H and W multiples of ``multiple`` and at least ``min_size``
+    (what a model's forward takes; :func:`run_clip` pads to it)."""
+    check_frames(frames, f"{family}: frames")
+    h, w = frames.shape[-2], frames.shape[-1]
+    if h % multiple or w % multiple or min(h, w) < min_size:
+        raise ShapeError(
+            f"{family}: frames are {h}x{w}. Expected multiples of {multiple}, at least "
+            f"{min_size}x{min_size} (pad them: vdeblur.models.run_clip does)."
+        )
+
+
 def padded_size(size: int, multiple: int) -> int:
     """``size`` rounded up to a multiple of ``multiple``."""
     return -(-size // multiple) * multiple
