@@ -183,3 +183,28 @@ def test_the_torch_backend_agrees_with_onnxruntime(deployed: tuple[Path, Any]) -
     artifact, _ = deployed
     result = compare_backends(artifact, ["torch", "onnxruntime"], frames=4, height=32, width=48)
     assert result["pairs"][0]["psnr_db"] > 60
+
+
+def test_triton_repo_serves_what_stream_gives(deployed: tuple[Path, Any], tmp_path: Path) -> None:
+    """`vdeblur triton-repo` on ARVo: the wrapper holds Scan bodies that read the step graph's weights from
+    the outer scope (onnx.compose.add_prefix left those names unprefixed: an invalid model). Under the
+    sequence-batcher emulation two sequences batched give what each gives alone, and that is Stream's output."""
+    from tests.serve.test_triton_repo import Client, Triton, _alone, _frames, _run, _stream
+    from vdeblur.serve.triton_repo import check_config, read_config, write_triton_repo
+
+    artifact, _ = deployed
+    report = write_triton_repo(artifact, tmp_path / "models", name="arvo", height=HEIGHT, width=WIDTH,
+                               max_batch_size=2)
+    model_dir = tmp_path / "models" / "arvo"
+    check_config(read_config(model_dir / "config.pbtxt"), model_dir / "1" / "model.onnx")
+    assert report["per_row"] is False  # the step graph's batch is dynamic: the two rows run in one pass
+    a, b = _frames(5, seed=1, height=HEIGHT, width=WIDTH), _frames(4, seed=2, height=HEIGHT, width=WIDTH)
+    triton = Triton(model_dir, seed=5)
+    clients = [Client(1, a, triton.params), Client(2, b, triton.params)]
+    _run(triton, clients, starts=[0, 2])  # b starts (garbage state, START=1) beside a running one
+    for client, frames in zip(clients, (a, b), strict=True):
+        alone, streamed = _alone(model_dir, frames), _stream(artifact, frames)
+        assert len(client.outputs) == len(alone) == len(streamed) == len(frames)
+        for got, one, want in zip(client.outputs, alone, streamed, strict=True):
+            np.testing.assert_array_equal(got, one)
+            np.testing.assert_array_equal(one, want)

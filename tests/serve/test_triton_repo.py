@@ -320,6 +320,50 @@ def test_two_sequences_batched_give_what_each_gives_alone(tmp_path: Path, name: 
             np.testing.assert_array_equal(g, w)
 
 
+def test_add_prefix_keeps_subgraph_references_to_outer_values_bound() -> None:
+    """A Loop body that reads an outer initializer and an outer node's output (as ARVo's Scans read the
+    step graph's weights): after the prefix the model checks and computes the same; onnx.compose.add_prefix
+    (1.23) leaves the initializer's name unprefixed in the body."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from vdeblur.serve.triton_repo import add_prefix
+
+    f32 = TensorProto.FLOAT
+    body = helper.make_graph(
+        [helper.make_node("Add", ["acc", "weight"], ["acc_w"], name="add"),
+         helper.make_node("Mul", ["acc_w", "x2"], ["acc_out"], name="mul"),
+         helper.make_node("Identity", ["cond"], ["cond_out"], name="cond")],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("acc", f32, [2])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", f32, [2])])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "half"], ["x2"], name="half_x"),
+         helper.make_node("Loop", ["trips", "", "x"], ["y"], name="loop", body=body)],
+        "outer", [helper.make_tensor_value_info("x", f32, [2])], [helper.make_tensor_value_info("y", f32, [2])],
+        initializer=[numpy_helper.from_array(np.array([1.5, -2.0], np.float32), "weight"),
+                     numpy_helper.from_array(np.array([0.5, 0.5], np.float32), "half"),
+                     numpy_helper.from_array(np.array(3, np.int64), "trips")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    prefixed = add_prefix(model, "step/")
+    onnx.checker.check_model(prefixed, full_check=True)
+    body_nodes = prefixed.graph.node[1].attribute[0].g.node
+    names = [n for node in (*prefixed.graph.node, *body_nodes) for n in (*node.input, *node.output) if n]
+    assert names and all(n.startswith("step/") for n in names)
+    assert [i.name for i in prefixed.graph.input] == ["step/x"] and model.graph.input[0].name == "x"  # a copy
+    x = np.array([1.0, 3.0], np.float32)
+
+    def run(m: Any, name: str) -> np.ndarray:
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {name: x})[0]
+
+    np.testing.assert_array_equal(run(prefixed, "step/x"), run(model, "x"))
+
+
 # ----- 4. what is refused -----------------------------------------------------------------------
 
 

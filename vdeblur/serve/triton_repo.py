@@ -144,6 +144,43 @@ class _Builder:
         return out
 
 
+def add_prefix(model: Any, prefix: str) -> Any:
+    """A copy of ``model`` with ``prefix`` before every value and node name, in its subgraphs too.
+
+    ``onnx.compose.add_prefix`` (1.23) renames a subgraph before it has collected the outer graph's
+    initializers and value_info, so a Scan/Loop/If body that reads an outer initializer keeps the old
+    name and the model no longer checks (ARVo's Scans read the outer weights). The rename here is
+    uniform: every non-empty name at every level gets the prefix, so outer references stay bound.
+    Local functions are their own scope and are kept as they are.
+    """
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+
+    def name(value: str) -> str:
+        return prefix + value if value else value
+
+    def graph(g: Any) -> None:
+        for v in (*g.input, *g.output, *g.value_info, *g.initializer):
+            v.name = name(v.name)
+        for sparse in g.sparse_initializer:
+            sparse.values.name = name(sparse.values.name)
+            sparse.indices.name = name(sparse.indices.name)
+        for node in g.node:
+            node.name = name(node.name)
+            node.input[:] = [name(i) for i in node.input]
+            node.output[:] = [name(o) for o in node.output]
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    graph(attr.g)
+                for sub in attr.graphs:
+                    graph(sub)
+
+    graph(out.graph)
+    return out
+
+
 def _elem_types(values: Sequence[Any]) -> dict[str, int]:
     return {v.name: v.type.tensor_type.elem_type for v in values}
 
@@ -169,7 +206,7 @@ def build_wrapper(step_model: Any, spec: StepSpec, max_batch_size: int = 8,
     names, manifest names, dtype, Triton ``dims`` without the batch), ``opset``.
     """
     import onnx
-    from onnx import TensorProto, compose, helper
+    from onnx import TensorProto, helper
 
     opset = next((o.version for o in step_model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
@@ -183,7 +220,7 @@ def build_wrapper(step_model: Any, spec: StepSpec, max_batch_size: int = 8,
     if spec.pads_inside:
         raise ExportError("step graph: pads inside (pads_inside). Expected a graph of padded frames; re-export it.")
     batching = max_batch_size > 0
-    step = compose.add_prefix(step_model, "step/")
+    step = add_prefix(step_model, "step/")
     sin, sout = _elem_types(step.graph.input), _elem_types(step.graph.output)
     per_row = batching and max_batch_size > 1 and _static_batch(step.graph.input[0])
 
