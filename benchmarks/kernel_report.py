@@ -63,7 +63,47 @@ def errors() -> dict[str, dict[str, float]]:
             got = launch(warp, x.to(dev), f.to(dev), padding_mode=mode).cpu()
             worst = max(worst, (got - wr.flow_warp(x, f, mode)).abs().max().item())
     out["flow_warp"] = {"max_abs_err_fp32": worst}
+    # the ops whose cards give float32 and float16-input errors, on the shapes their cards name
+    dyn_filter = [((1, 16, 23, 37), 16, 3), ((2, 24, 17, 19), 8, 5), ((1, 8, 40, 64), 8, 3), ((1, 6, 9, 10), 2, 7)]
+    out["dynamic_filter"] = _errors_fp32_fp16(specs()["dynamic_filter"], dev, g, [
+        lambda g, s=s, grp=grp, k=k: (torch.randn(*s, generator=g),
+                                      torch.randn(s[0], grp, k, k, *s[2:], generator=g))
+        for s, grp, k in dyn_filter])
+    dyn_depthwise = [((1, 16, 23, 37), 3), ((2, 24, 17, 19), 5), ((1, 8, 40, 64), 3), ((1, 6, 9, 10), 7)]
+    out["dynamic_depthwise"] = _errors_fp32_fp16(specs()["dynamic_depthwise"], dev, g, [
+        lambda g, s=s, k=k: (torch.randn(*s, generator=g), torch.randn(s[0], s[1], k, k, generator=g),
+                             torch.randn(s[1], generator=g))
+        for s, k in dyn_depthwise])
+    volume = [((1, 64, 24, 40), (1, 64, 12, 20), (1, 64, 12, 20), 1.0),
+              ((1, 128, 18, 32), (1, 128, 9, 16), (1, 128, 9, 16), 1.0),
+              ((2, 37, 13, 11), (2, 37, 17, 19), (2, 70, 17, 19), 1.0),
+              ((1, 64, 24, 40), (1, 64, 12, 20), (1, 64, 12, 20), 0.2)]
+    out["volume_aggregate"] = _errors_fp32_fp16(specs()["volume_aggregate"], dev, g, [
+        lambda g, q=q, k=k, v=v, a=a: tuple(torch.randn(*shape, generator=g) * a for shape in (q, k, v))
+        for q, k, v, a in volume])
     return out
+
+
+def _errors_fp32_fp16(spec: object, dev: str, g: torch.Generator, cases: list) -> dict[str, object]:
+    """Kernel against reference.py per case: float32 inputs, and float16 inputs against the float32
+    reference on the same (float16-rounded) inputs. Absolute errors and errors relative to max |out|."""
+    from vdeblur.plugins.torchop import launch
+
+    reference = spec.reference_fn()
+    rows = []
+    for make in cases:
+        x = make(g)
+        row: dict[str, object] = {"shapes": [list(t.shape) for t in x]}
+        for dtype, tag in ((torch.float32, "fp32"), (torch.float16, "fp16")):
+            xs = [t.to(dtype) for t in x]
+            want = reference(*(t.float() for t in xs))
+            got = launch(spec, *(t.to(dev) for t in xs)).float().cpu()
+            err = (got - want).abs().max().item()
+            row[f"max_abs_err_{tag}"] = err
+            row[f"max_rel_err_{tag}"] = err / max(want.abs().max().item(), 1e-30)
+        rows.append(row)
+    summary = {key: max(r[key] for r in rows) for key in rows[0] if key != "shapes"}
+    return {**summary, "cases": rows}
 
 
 def resources() -> list[dict[str, object]]:
@@ -72,7 +112,10 @@ def resources() -> list[dict[str, object]]:
 
     cases = [("correlation d=10", "correlation", {"max_displacement": 10, "stride": 1}),
              ("correlation_argmax d=10 pool=5", "correlation_argmax", {"max_displacement": 10, "pool": 5}),
-             ("flow_warp zeros", "flow_warp", {"padding_mode": "zeros"})]
+             ("flow_warp zeros", "flow_warp", {"padding_mode": "zeros"}),
+             ("dynamic_filter", "dynamic_filter", {}),
+             ("dynamic_depthwise", "dynamic_depthwise", {}),
+             ("volume_aggregate", "volume_aggregate", {})]
     rows = []
     for arch in (80, 89, 90):
         for dtype in ("float32", "float16"):
