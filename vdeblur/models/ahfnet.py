@@ -88,7 +88,14 @@ from torch import nn
 from torch._higher_order_ops import scan
 
 from vdeblur.errors import UsageError
-from vdeblur.models.blocks import ResidualDenseBlock, SPyNet, VideoModel, check_padded_frames, conv
+from vdeblur.models.blocks import (
+    ResidualBlockNoBN,
+    ResidualDenseBlock,
+    SPyNet,
+    VideoModel,
+    check_padded_frames,
+    conv,
+)
 from vdeblur.models.registry import Preset, register_family
 from vdeblur.plugins import flow_warp
 
@@ -214,18 +221,6 @@ class PathEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down2(self.down1(self.conv_first(x)))
-
-
-class ResidualBlockNoBN(nn.Module):
-    """BasicSR's ``ResidualBlockNoBN``: x + conv2(relu(conv1(x))), 3x3 convs with bias."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
 
 
 class Propagation(nn.Module):

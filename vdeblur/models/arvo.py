@@ -104,7 +104,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vdeblur.errors import UsageError
-from vdeblur.models.blocks import VideoModel, check_padded_frames, conv
+from vdeblur.models.blocks import ResidualBlockNoBN, VideoModel, check_padded_frames, conv
 from vdeblur.models.registry import Preset, register_family
 from vdeblur.plugins import correlation, flow_warp
 
@@ -203,20 +203,8 @@ class PWCNet(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class ResBlock(nn.Module):
-    """SRN's ResBlock without normalisation: x + conv2(relu(conv1(x))), 3x3 convs with bias."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = conv(channels, channels, 3)
-        self.conv2 = conv(channels, channels, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
-
-
 def _blocks(channels: int, n: int) -> nn.Sequential:
-    return nn.Sequential(*(ResBlock(channels) for _ in range(n)))
+    return nn.Sequential(*(ResidualBlockNoBN(channels) for _ in range(n)))
 
 
 class Encoder(nn.Module):

@@ -80,6 +80,19 @@ class ResidualDenseBlock(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
+class ResidualBlockNoBN(nn.Module):
+    """BasicSR's ``ResidualBlockNoBN`` (also SRN's ResBlock without normalisation):
+    x + conv2(relu(conv1(x))), 3x3 convs with bias; keys ``conv1.*``, ``conv2.*``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = conv(channels, channels, 3)
+        self.conv2 = conv(channels, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
 def check_frames(frames: torch.Tensor, subject: str = "frames") -> None:
     """Frames must be (N, T, 3, H, W) floating point (RGB in [0, 1])."""
     if not isinstance(frames, torch.Tensor):
