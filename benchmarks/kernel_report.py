@@ -66,33 +66,29 @@ def errors() -> dict[str, dict[str, float]]:
     # the ops whose cards give float32 and float16-input errors, on the shapes their cards name
     dyn_filter = [((1, 16, 23, 37), 16, 3), ((2, 24, 17, 19), 8, 5), ((1, 8, 40, 64), 8, 3), ((1, 6, 9, 10), 2, 7)]
     out["dynamic_filter"] = _errors_fp32_fp16(specs()["dynamic_filter"], dev, g, [
-        lambda g, s=s, grp=grp, k=k: (torch.randn(*s, generator=g),
-                                      torch.randn(s[0], grp, k, k, *s[2:], generator=g))
-        for s, grp, k in dyn_filter])
+        ((s, (s[0], grp, k, k, *s[2:])), 1.0) for s, grp, k in dyn_filter])
     dyn_depthwise = [((1, 16, 23, 37), 3), ((2, 24, 17, 19), 5), ((1, 8, 40, 64), 3), ((1, 6, 9, 10), 7)]
     out["dynamic_depthwise"] = _errors_fp32_fp16(specs()["dynamic_depthwise"], dev, g, [
-        lambda g, s=s, k=k: (torch.randn(*s, generator=g), torch.randn(s[0], s[1], k, k, generator=g),
-                             torch.randn(s[1], generator=g))
-        for s, k in dyn_depthwise])
-    volume = [((1, 64, 24, 40), (1, 64, 12, 20), (1, 64, 12, 20), 1.0),
-              ((1, 128, 18, 32), (1, 128, 9, 16), (1, 128, 9, 16), 1.0),
-              ((2, 37, 13, 11), (2, 37, 17, 19), (2, 70, 17, 19), 1.0),
-              ((1, 64, 24, 40), (1, 64, 12, 20), (1, 64, 12, 20), 0.2)]
+        ((s, (s[0], s[1], k, k), (s[1],)), 1.0) for s, k in dyn_depthwise])
     out["volume_aggregate"] = _errors_fp32_fp16(specs()["volume_aggregate"], dev, g, [
-        lambda g, q=q, k=k, v=v, a=a: tuple(torch.randn(*shape, generator=g) * a for shape in (q, k, v))
-        for q, k, v, a in volume])
+        (((1, 64, 24, 40), (1, 64, 12, 20), (1, 64, 12, 20)), 1.0),
+        (((1, 128, 18, 32), (1, 128, 9, 16), (1, 128, 9, 16)), 1.0),
+        (((2, 37, 13, 11), (2, 37, 17, 19), (2, 70, 17, 19)), 1.0),
+        (((1, 64, 24, 40), (1, 64, 12, 20), (1, 64, 12, 20)), 0.2)])
     return out
 
 
-def _errors_fp32_fp16(spec: object, dev: str, g: torch.Generator, cases: list) -> dict[str, object]:
-    """Kernel against reference.py per case: float32 inputs, and float16 inputs against the float32
-    reference on the same (float16-rounded) inputs. Absolute errors and errors relative to max |out|."""
+def _errors_fp32_fp16(spec: object, dev: str, g: torch.Generator,
+                      cases: list[tuple[tuple[tuple[int, ...], ...], float]]) -> dict[str, object]:
+    """Kernel against reference.py per case (the inputs' shapes, a scale for their randn values): float32
+    inputs, and float16 inputs against the float32 reference on the same (float16-rounded) inputs.
+    Absolute errors and errors relative to max |out|."""
     from vdeblur.plugins.torchop import launch
 
     reference = spec.reference_fn()
     rows = []
-    for make in cases:
-        x = make(g)
+    for shapes, scale in cases:
+        x = [torch.randn(*shape, generator=g) * scale for shape in shapes]
         row: dict[str, object] = {"shapes": [list(t.shape) for t in x]}
         for dtype, tag in ((torch.float32, "fp32"), (torch.float16, "fp16")):
             xs = [t.to(dtype) for t in x]
